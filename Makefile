@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   := demo
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(BIN)/backfill init $(DEMO)
+	$(BIN)/backfill validate --project $(DEMO)
+	$(BIN)/backfill plan --project $(DEMO)
+	$(BIN)/backfill apply --project $(DEMO) --yes
+	$(BIN)/backfill instances --project $(DEMO)
+	$(BIN)/backfill status --project $(DEMO)
+
+test: $(STAMP)
+	$(BIN)/ruff check backfill tests bench
+	$(BIN)/mypy backfill
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/plan_scale.py
+	$(BIN)/python bench/execute_overhead.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache
