@@ -1,0 +1,1 @@
+"""The `backfill` command line: one small module per command."""

@@ -1,0 +1,42 @@
+"""`backfill plan`: what apply would do, instance by instance, against the ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..explain import plan_to_json, plan_to_markdown, plan_to_text
+from .common import JsonOpt, ProjectOpt, fail, project_root, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("plan", help="Show what apply would do: new, stale, failed and done instances.")
+    def plan(
+        backfills: Annotated[list[str] | None, typer.Argument(help="backfill names (default: all)")] = None,
+        project: ProjectOpt = None,
+        fmt: Annotated[str, typer.Option("--format", help="text, json or markdown")] = "text",
+        out: Annotated[Path | None, typer.Option("--out", help="save the plan for `apply FILE`")] = None,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="list every instance")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        from ..workspace import build_plans
+
+        if as_json:
+            fmt = "json"
+        if fmt not in ("text", "json", "markdown"):
+            fail(f"--format must be text, json or markdown, not '{fmt}'")
+        root = project_root(project)
+        with user_errors(fmt == "json"):
+            result = build_plans(root, backfills or None)
+            if out is not None:
+                result.save(out)
+        if fmt == "json":
+            typer.echo(plan_to_json(result.plans), nl=False)
+        elif fmt == "markdown":
+            typer.echo(plan_to_markdown(result.plans), nl=False)
+        else:
+            typer.echo(plan_to_text(result.plans, verbose), nl=False)
+        if out is not None and fmt != "json":
+            typer.echo(f"saved plan to {out}; run `backfill apply {out}` to execute exactly this plan")

@@ -1,0 +1,400 @@
+"""The state ledger: backfills, instances, attempts, partition fingerprints, the apply lock.
+
+SQLAlchemy Core over a SQLite file (default) or PostgreSQL. It is the record of what ran: Prefect's
+own run history is not relied on. Schema version 1; `Ledger.open` creates or checks it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from .errors import UserError
+
+__all__ = ["Ledger", "InstanceRow", "SCHEMA_VERSION", "FINISHED", "ACTIVE"]
+
+SCHEMA_VERSION = 1
+FINISHED = ("success", "dry_run", "failed", "paused", "blocked", "killed")
+ACTIVE = ("pending", "waiting", "running")
+
+meta = sa.MetaData()
+T_META = sa.Table("bf_meta", meta, sa.Column("key", sa.String(64), primary_key=True),
+                  sa.Column("value", sa.Text, nullable=False))
+T_BACKFILLS = sa.Table(
+    "bf_backfills", meta,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("spec_key", sa.String(256), nullable=False, index=True),
+    sa.Column("spec_file", sa.Text, nullable=False),
+    sa.Column("runtime", sa.String(40)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("in_specs", sa.Boolean, nullable=False, default=True),
+)
+T_INSTANCES = sa.Table(
+    "bf_instances", meta,
+    sa.Column("id", sa.String(400), primary_key=True),
+    sa.Column("backfill", sa.String(128), nullable=False, index=True),
+    sa.Column("table_name", sa.String(128), nullable=False),
+    sa.Column("ds", sa.String(20), nullable=False),
+    sa.Column("grp", sa.Integer, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("mode", sa.String(10), nullable=False),
+    sa.Column("fields", sa.Text),  # JSON list, or NULL for the entire table
+    sa.Column("linked", sa.Text),
+    sa.Column("upstream", sa.Text, nullable=False),  # JSON list of instance ids
+    sa.Column("sql", sa.Text, nullable=False),
+    sa.Column("fingerprint", sa.String(32), nullable=False),
+    sa.Column("table_fingerprint", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("started_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("error", sa.Text),
+    sa.Column("held", sa.Boolean, nullable=False, default=False),  # operator pause
+    sa.Column("kill_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+T_ATTEMPTS = sa.Table(
+    "bf_attempts", meta,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(400), nullable=False, index=True),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("pid", sa.Integer),
+    sa.Column("host", sa.String(256)),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("error", sa.Text),
+    sa.Column("log", sa.Text),
+    sa.Column("sql", sa.Text),
+)
+T_PARTITIONS = sa.Table(
+    "bf_partitions", meta,
+    sa.Column("table_name", sa.String(128), primary_key=True),
+    sa.Column("ds", sa.String(20), primary_key=True),
+    sa.Column("field", sa.String(128), primary_key=True),  # '*' = every field of the table
+    sa.Column("fingerprint", sa.String(32), nullable=False),
+    sa.Column("instance_id", sa.String(400), nullable=False),
+    sa.Column("written_at", sa.Float, nullable=False),
+)
+T_LOCKS = sa.Table(
+    "bf_locks", meta,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(256), nullable=False),
+    sa.Column("purpose", sa.Text, nullable=False),
+    sa.Column("acquired_at", sa.Float, nullable=False),
+)
+T_PLANS = sa.Table(
+    "bf_applied_plans", meta,
+    sa.Column("plan_id", sa.String(64), primary_key=True),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    id: str
+    backfill: str
+    table: str
+    ds: str
+    group: int
+    position: int
+    seq: int
+    mode: str
+    fields: tuple[str, ...] | None
+    upstream: tuple[str, ...]
+    sql: str
+    fingerprint: str
+    table_fingerprint: str
+    status: str
+    attempts: int
+    started_at: float | None
+    ended_at: float | None
+    rows: int | None
+    error: str | None
+    held: bool
+    kill_requested: bool
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+
+def _row(r: Any) -> InstanceRow:
+    return InstanceRow(
+        id=r.id, backfill=r.backfill, table=r.table_name, ds=r.ds, group=r.grp, position=r.position, seq=r.seq,
+        mode=r.mode, fields=tuple(json.loads(r.fields)) if r.fields else None,
+        upstream=tuple(json.loads(r.upstream)), sql=r.sql, fingerprint=r.fingerprint,
+        table_fingerprint=r.table_fingerprint, status=r.status, attempts=r.attempts, started_at=r.started_at,
+        ended_at=r.ended_at, rows=r.rows, error=r.error, held=bool(r.held), kill_requested=bool(r.kill_requested),
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Ledger:
+    """One ledger database. Safe to share between threads; every method is one transaction."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, schema: str | None = None) -> Ledger:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        if schema and url.startswith("postgresql"):
+            kwargs["connect_args"] = {"options": f"-csearch_path={schema}"}
+        engine = sa.create_engine(url, future=True, **kwargs)
+        if url.startswith("sqlite"):
+            @sa.event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+        if schema and url.startswith("postgresql"):
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        ledger = cls(engine)
+        ledger._ensure_schema()
+        return ledger
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _ensure_schema(self) -> None:
+        with self.engine.begin() as conn:
+            meta.create_all(conn, checkfirst=True)
+            found = conn.execute(sa.select(T_META.c.value).where(T_META.c.key == "schema_version")).scalar()
+            if found is None:
+                conn.execute(T_META.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(found) > SCHEMA_VERSION:
+                raise UserError(f"the ledger has schema version {found}, newer than this backfill "
+                                f"({SCHEMA_VERSION}); upgrade backfill")
+
+    @property
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(T_META.c.value).where(T_META.c.key == "schema_version")).scalar_one())
+
+    # ------------------------------------------------------------------ planning view
+    def view_data(self) -> tuple[dict[tuple[str, str], dict[str, str]], dict[str, tuple[str, str]],
+                                 dict[str, str], frozenset[str]]:
+        with self.engine.connect() as conn:
+            parts: dict[tuple[str, str], dict[str, str]] = {}
+            for t, ds, f, fp in conn.execute(sa.select(T_PARTITIONS.c.table_name, T_PARTITIONS.c.ds,
+                                                       T_PARTITIONS.c.field, T_PARTITIONS.c.fingerprint)):
+                parts.setdefault((t, ds), {})[f] = fp
+            insts = {i: (s, fp) for i, s, fp in conn.execute(
+                sa.select(T_INSTANCES.c.id, T_INSTANCES.c.status, T_INSTANCES.c.fingerprint))}
+            names: dict[str, str] = {}
+            taken: set[str] = set()
+            for name, key, created in conn.execute(sa.select(T_BACKFILLS.c.name, T_BACKFILLS.c.spec_key,
+                                                              T_BACKFILLS.c.created_at).order_by("created_at")):
+                names.setdefault(key, name)
+                taken.add(name)
+        return parts, insts, names, frozenset(taken)
+
+    def fingerprint_of_state(self) -> str:
+        """Changes whenever anything a plan depends on changes (for refusing stale saved plans)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        with self.engine.connect() as conn:
+            for row in conn.execute(sa.select(T_PARTITIONS).order_by(T_PARTITIONS.c.table_name, T_PARTITIONS.c.ds,
+                                                                     T_PARTITIONS.c.field)):
+                h.update(f"{row.table_name}|{row.ds}|{row.field}|{row.fingerprint}\n".encode())
+            for row in conn.execute(sa.select(T_INSTANCES.c.id, T_INSTANCES.c.status,
+                                              T_INSTANCES.c.fingerprint).order_by(T_INSTANCES.c.id)):
+                h.update(f"{row.id}|{row.status}|{row.fingerprint}\n".encode())
+        return h.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ backfills and instances
+    def record_backfill(self, conn: Connection, name: str, key: str, spec_file: str, runtime: str | None) -> None:
+        now = time.time()
+        found = conn.execute(sa.select(T_BACKFILLS.c.name).where(T_BACKFILLS.c.name == name)).first()
+        if found:
+            conn.execute(T_BACKFILLS.update().where(T_BACKFILLS.c.name == name).values(
+                spec_key=key, spec_file=spec_file, runtime=runtime, updated_at=now, in_specs=True))
+        else:
+            conn.execute(T_BACKFILLS.insert().values(name=name, spec_key=key, spec_file=spec_file, runtime=runtime,
+                                                     created_at=now, updated_at=now, in_specs=True))
+
+    def enqueue(self, name: str, key: str, spec_file: str, runtime: str | None,
+                rows: Sequence[Mapping[str, Any]]) -> None:
+        """Record a backfill and (re)set the given instances to `pending`, in one transaction."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            self.record_backfill(conn, name, key, spec_file, runtime)
+            ids = [r["id"] for r in rows]
+            for chunk in _chunks(ids, 500):
+                conn.execute(T_INSTANCES.delete().where(T_INSTANCES.c.id.in_(chunk)))
+            if rows:
+                conn.execute(T_INSTANCES.insert(), [
+                    {**r, "status": "pending", "attempts": 0, "held": False, "kill_requested": False,
+                     "updated_at": now} for r in rows])
+
+    def mark_deleted_specs(self, present_keys: Iterable[str]) -> list[str]:
+        """Backfills whose spec file is gone: flagged (history kept), and returned."""
+        keys = set(present_keys)
+        with self.engine.begin() as conn:
+            gone = [(n, k) for n, k in conn.execute(sa.select(T_BACKFILLS.c.name, T_BACKFILLS.c.spec_key))
+                    if k not in keys]
+            for name, _ in gone:
+                conn.execute(T_BACKFILLS.update().where(T_BACKFILLS.c.name == name).values(in_specs=False))
+        return sorted(n for n, _ in gone)
+
+    def backfills(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(T_BACKFILLS).order_by(T_BACKFILLS.c.created_at))]
+
+    def instances(self, backfill: str | None = None, status: str | None = None, ds: str | None = None,
+                  ids: Sequence[str] | None = None) -> list[InstanceRow]:
+        q = sa.select(T_INSTANCES)
+        if backfill:
+            q = q.where(T_INSTANCES.c.backfill == backfill)
+        if status:
+            q = q.where(T_INSTANCES.c.status == status)
+        if ds:
+            q = q.where(T_INSTANCES.c.ds.like(f"{ds}%"))
+        if ids is not None:
+            q = q.where(T_INSTANCES.c.id.in_(list(ids)))
+        q = q.order_by(T_INSTANCES.c.backfill, T_INSTANCES.c.seq)
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(q)]
+
+    def instance(self, instance_id: str) -> InstanceRow | None:
+        found = self.instances(ids=[instance_id])
+        return found[0] if found else None
+
+    def attempts(self, instance_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                sa.select(T_ATTEMPTS).where(T_ATTEMPTS.c.instance_id == instance_id).order_by(T_ATTEMPTS.c.number))]
+
+    def apply_updates(self, updates: Sequence[Mapping[str, Any]]) -> None:
+        """A batch of instance changes, attempts and partition records, in one transaction.
+
+        Each update: {"id": instance id, "values": {...instance columns...},
+                      "attempt": {...} or None, "partitions": [(table, ds, field, fp)] or None}."""
+        if not updates:
+            return
+        now = time.time()
+        with self.engine.begin() as conn:
+            for u in updates:
+                values = dict(u.get("values") or {})
+                if values:
+                    values["updated_at"] = now
+                    conn.execute(T_INSTANCES.update().where(T_INSTANCES.c.id == u["id"]).values(**values))
+                att = u.get("attempt")
+                if att:
+                    exists = conn.execute(sa.select(T_ATTEMPTS.c.id).where(T_ATTEMPTS.c.id == att["id"])).first()
+                    if exists:
+                        conn.execute(T_ATTEMPTS.update().where(T_ATTEMPTS.c.id == att["id"]).values(**att))
+                    else:
+                        conn.execute(T_ATTEMPTS.insert().values(**att))
+                for table, ds, field, fp in u.get("partitions") or ():
+                    if field == "*":
+                        conn.execute(T_PARTITIONS.delete().where(T_PARTITIONS.c.table_name == table,
+                                                                 T_PARTITIONS.c.ds == ds))
+                    else:
+                        conn.execute(T_PARTITIONS.delete().where(T_PARTITIONS.c.table_name == table,
+                                                                 T_PARTITIONS.c.ds == ds, T_PARTITIONS.c.field == field))
+                    conn.execute(T_PARTITIONS.insert().values(table_name=table, ds=ds, field=field, fingerprint=fp,
+                                                              instance_id=u["id"], written_at=now))
+
+    def set_flags(self, ids: Sequence[str], **values: Any) -> int:
+        if not ids:
+            return 0
+        n = 0
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(ids), 500):
+                n += conn.execute(T_INSTANCES.update().where(T_INSTANCES.c.id.in_(chunk)).values(
+                    updated_at=time.time(), **values)).rowcount or 0
+        return n
+
+    def flags(self, ids: Sequence[str]) -> dict[str, tuple[bool, bool]]:
+        """instance id -> (held, kill_requested), for the executor's polling."""
+        out: dict[str, tuple[bool, bool]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(ids), 500):
+                for i, held, kill in conn.execute(sa.select(T_INSTANCES.c.id, T_INSTANCES.c.held,
+                                                            T_INSTANCES.c.kill_requested)
+                                                  .where(T_INSTANCES.c.id.in_(chunk))):
+                    out[i] = (bool(held), bool(kill))
+        return out
+
+    def partitions(self, table: str | None = None) -> list[tuple[str, str, str, str]]:
+        q = sa.select(T_PARTITIONS.c.table_name, T_PARTITIONS.c.ds, T_PARTITIONS.c.field, T_PARTITIONS.c.fingerprint)
+        if table:
+            q = q.where(T_PARTITIONS.c.table_name == table)
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ saved plans
+    def consume_plan(self, plan_id: str) -> bool:
+        """True the first time a saved plan is applied; False if it was applied before."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(T_PLANS.insert().values(plan_id=plan_id, applied_at=time.time()))
+            return True
+        except sa.exc.IntegrityError:
+            return False
+
+    # ------------------------------------------------------------------ the apply lock
+    def try_lock(self, purpose: str, name: str = "apply") -> dict[str, Any] | None:
+        """Take the lock; None on success, else who holds it (with `alive`)."""
+        me = {"name": name, "pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
+              "acquired_at": time.time()}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(T_LOCKS.insert().values(**me))
+            return None
+        except sa.exc.IntegrityError:
+            holder = self.lock_holder(name)
+            return holder or self.try_lock(purpose, name)
+
+    def lock_holder(self, name: str = "apply") -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(T_LOCKS).where(T_LOCKS.c.name == name)).first()
+        if row is None:
+            return None
+        holder = dict(row._mapping)
+        holder["alive"] = holder["host"] != socket.gethostname() or pid_alive(int(holder["pid"]))
+        return holder
+
+    def unlock(self, name: str = "apply", pid: int | None = None) -> bool:
+        with self.engine.begin() as conn:
+            q = T_LOCKS.delete().where(T_LOCKS.c.name == name)
+            if pid is not None:
+                q = q.where(T_LOCKS.c.pid == pid)
+            return bool(conn.execute(q).rowcount)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

@@ -1,0 +1,158 @@
+"""The project model: frozen, validated, and free of I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "Backfill",
+    "DateInterval",
+    "EngineConfig",
+    "Field",
+    "Project",
+    "Retries",
+    "Scope",
+    "StateConfig",
+    "Table",
+    "Target",
+    "Selection",
+]
+
+Kind = Literal["integration", "dimension", "fact", "aggregate"]
+Granularity = Literal["day", "hour"]
+# `none`, `all`, or the named tables
+Selection = tuple[str, ...] | Literal["none", "all"]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Template:
+    """A Jinja SQL template and where its text starts, for error locations."""
+
+    source: str
+    file: str  # project-relative path shown in errors
+    line_offset: int = 0  # template line 1 is file line 1 + line_offset
+    col_offset: int = 0
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    kind: Kind
+    fields: tuple[Field, ...]
+    template: Template
+    spec_file: str
+    granularity: Granularity = "day"
+    partition: str = "ds"
+    primary_key: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] | None = None
+    description: str = ""
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def hourly(self) -> bool:
+        return self.granularity == "hour"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    type: Literal["duckdb", "postgres"] = "duckdb"
+    path: str = ".backfill/warehouse.duckdb"
+    url_env: str | None = None
+    schema: str = "public"
+    threads: int | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.type
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    path: str | None = ".backfill/state.db"
+    url_env: str | None = None
+    schema: str | None = None
+
+
+@dataclass(frozen=True)
+class Retries:
+    count: int = 0
+    delay_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Target:
+    table: str
+    fields: tuple[str, ...] | None = None  # None: the entire table
+
+
+@dataclass(frozen=True)
+class Scope:
+    mode: Literal["current", "downstream"] = "current"
+    depth: int | None = None
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DateInterval:
+    """Inclusive interval of data timestamps; `hourly` when either end named an hour."""
+
+    start: datetime
+    end: datetime
+    hourly: bool = False
+
+
+@dataclass(frozen=True)
+class Backfill:
+    key: str  # the spec file's stem: stable identity of the request in git
+    spec_file: str
+    targets: tuple[Target, ...]
+    name: str | None = None  # None: default name is given at plan time
+    scope: Scope = Scope()
+    runtime: datetime | None = None  # None: immediately
+    data_timestamp: tuple[DateInterval, ...] | None = None  # None: yesterday
+    groups: int = 1
+    order: Literal["ascending", "descending"] = "ascending"
+    skip: Selection = "none"
+    dry_run: Selection = "none"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    retries: Retries | None = None
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    root: Path
+    tables: Mapping[str, Table]
+    backfills: Mapping[str, Backfill]
+    dialect: str = "duckdb"
+    engine: EngineConfig = EngineConfig()
+    state: StateConfig = StateConfig()
+    max_parallel: int = 4
+    retries: Retries = Retries()
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def backfill_by_name(self, name: str) -> Backfill | None:
+        for b in self.backfills.values():
+            if b.name == name or b.key == name:
+                return b
+        return None
+
+
+def yesterday(today: date) -> date:
+    from datetime import timedelta
+
+    return today - timedelta(days=1)

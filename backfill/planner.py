@@ -1,0 +1,275 @@
+"""The pure planner: project + backfill spec + ledger view -> plan. No I/O, deterministic."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Literal
+
+from .compiler import CompiledSql, ProjectCompiler
+from .dag import downstream_of, find_cycle, topological_order
+from .errors import SpecError, SpecErrors
+from .model import Backfill, DateInterval, Project, Table
+
+__all__ = [
+    "Action",
+    "BackfillPlan",
+    "LedgerView",
+    "PlannedInstance",
+    "ds_text",
+    "split_groups",
+    "expand_timestamps",
+    "plan_backfill",
+    "project_graph",
+]
+
+Action = Literal["new", "stale", "done", "failed"]
+Mode = Literal["run", "skip", "dry_run"]
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    """What the ledger already holds, as the planner needs it."""
+
+    partitions: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)  # (table, ds) -> {field: fp}
+    instances: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # instance id -> (status, fingerprint)
+    names: Mapping[str, str] = field(default_factory=dict)  # backfill spec key -> its recorded name
+    taken_names: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class PlannedInstance:
+    id: str
+    table: str
+    ds: str
+    group: int  # 1-based
+    position: int  # index of its date inside the group, 0-based
+    mode: Mode
+    action: Action
+    sql: str
+    fingerprint: str  # of `sql`: what this instance executes
+    table_fingerprint: str  # of the whole table's SQL for this ds: what its fields are recorded with
+    upstream: tuple[str, ...]
+    fields: tuple[str, ...] | None = None  # None: the entire table
+    linked: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BackfillPlan:
+    key: str
+    name: str
+    spec_file: str
+    runtime: str | None
+    order: str
+    group_dates: tuple[tuple[str, ...], ...]  # the dates of each group, in execution order
+    tables: tuple[str, ...]  # dependency order
+    downstream_added: tuple[str, ...]
+    instances: tuple[PlannedInstance, ...]
+    retries: int = 0
+    retry_delay: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        out = {"new": 0, "stale": 0, "done": 0, "failed": 0}
+        for i in self.instances:
+            out[i.action] += 1
+        return out
+
+    @property
+    def to_run(self) -> tuple[PlannedInstance, ...]:
+        return tuple(i for i in self.instances if i.action != "done")
+
+
+def ds_text(ts: datetime, hourly: bool) -> str:
+    return ts.strftime("%Y-%m-%dT%H") if hourly else ts.strftime("%Y-%m-%d")
+
+
+def expand_timestamps(intervals: Iterable[DateInterval], hourly: bool) -> list[datetime]:
+    out: set[datetime] = set()
+    for iv in intervals:
+        if hourly:
+            start = iv.start if iv.hourly else datetime.combine(iv.start.date(), datetime.min.time())
+            end = iv.end if iv.hourly else datetime.combine(iv.end.date(), datetime.min.time()) + timedelta(hours=23)
+            step = timedelta(hours=1)
+        else:
+            start = datetime.combine(iv.start.date(), datetime.min.time())
+            end = datetime.combine(iv.end.date(), datetime.min.time())
+            step = timedelta(days=1)
+        t = start
+        while t <= end:
+            out.add(t)
+            t += step
+    return sorted(out)
+
+
+def split_groups(days: list[date], groups: int) -> list[list[date]]:
+    """Consecutive chunks: 10 days in 3 groups -> 4/3/3; 3 days in 5 groups -> 3 groups of 1."""
+    n = min(groups, len(days))
+    if n == 0:
+        return []
+    size, extra = divmod(len(days), n)
+    out, start = [], 0
+    for g in range(n):
+        end = start + size + (1 if g < extra else 0)
+        out.append(days[start:end])
+        start = end
+    return out
+
+
+def project_graph(compiler: ProjectCompiler, at: datetime, params: Mapping[str, object]
+                  ) -> tuple[dict[str, tuple[str, ...]], list[SpecError]]:
+    """table -> tables it reads, from rendering every template once at `at`, plus declared depends_on."""
+    graph: dict[str, tuple[str, ...]] = {}
+    errors: list[SpecError] = []
+    for name, table in sorted(compiler.project.tables.items()):
+        if name not in compiler.templates:
+            graph[name] = table.depends_on or ()
+            continue
+        ds = ds_text(at, table.hourly)
+        compiled = compiler.compile(table, at, {**compiler.project.params, **params}, ds)
+        if isinstance(compiled, list):
+            errors.extend(compiled)
+            graph[name] = table.depends_on or ()
+            continue
+        graph[name] = compiled.reads
+        if table.depends_on is not None and set(table.depends_on) != set(compiled.reads):
+            errors.append(_depends_on_error(table, compiled.reads))
+    cycle = find_cycle(graph)
+    if cycle:
+        first = compiler.project.tables[cycle[0]]
+        errors.append(SpecError("dependency cycle: " + " -> ".join(cycle) + "; break it by removing one read",
+                                file=first.spec_file, line=1, col=1, table=first.name))
+    return graph, errors
+
+
+def _depends_on_error(table: Table, reads: Iterable[str]) -> SpecError:
+    declared, actual = set(table.depends_on or ()), set(reads)
+    parts = []
+    if actual - declared:
+        parts.append("the SQL reads " + ", ".join(sorted(actual - declared)) + " not listed in depends_on")
+    if declared - actual:
+        parts.append("depends_on lists " + ", ".join(sorted(declared - actual)) + " which the SQL does not read")
+    return SpecError("; ".join(parts), file=table.spec_file, line=1, col=1, table=table.name)
+
+
+def _selected(selection: object, table: str) -> bool:
+    return selection == "all" or (isinstance(selection, tuple) and table in selection)
+
+
+def default_name(spec: Backfill, ledger: LedgerView, today: date) -> str:
+    if spec.name:
+        return spec.name
+    if spec.key in ledger.names:
+        return ledger.names[spec.key]
+    prefix = f"{spec.targets[0].table}_{today.strftime('%Y%m%d')}_"
+    seq = 1
+    while f"{prefix}{seq}" in ledger.taken_names:
+        seq += 1
+    return f"{prefix}{seq}"
+
+
+def _action(inst_id: str, mode: Mode, fp: str, table_fp: str, needed: Iterable[str], ledger: LedgerView,
+            partition_key: tuple[str, str]) -> Action:
+    record = ledger.instances.get(inst_id)
+    if mode != "run":
+        wanted = "dry_run" if mode == "dry_run" else "paused"
+        return "done" if record == (wanted, fp) else "new"
+    stored = ledger.partitions.get(partition_key, {})
+    needed = list(needed)
+    if all(stored.get(f) == table_fp for f in needed):
+        return "done"
+    if record is not None and record[0] in ("failed", "killed", "blocked", "paused"):
+        return "failed"
+    return "stale" if any(f in stored for f in needed) else "new"
+
+
+def plan_backfill(
+    project: Project, compiler: ProjectCompiler, spec: Backfill, ledger: LedgerView, today: date,
+    graph: Mapping[str, tuple[str, ...]] | None = None,
+) -> BackfillPlan:
+    """Expand one backfill into instances, in execution order. Raises SpecErrors."""
+    params = {**project.params, **spec.params}
+    name = default_name(spec, ledger, today)
+    intervals = spec.data_timestamp or (DateInterval(*(2 * [datetime.combine(today - timedelta(days=1),
+                                                                               datetime.min.time())])),)
+    if graph is None:
+        graph, errs = project_graph(compiler, intervals[0].start, spec.params)
+        if errs:
+            raise SpecErrors(errs)
+    target_names = [t.table for t in spec.targets]
+    chosen_fields = {t.table: t.fields for t in spec.targets}
+    tables = set(target_names)
+    added: list[str] = []
+    if spec.scope.mode == "downstream":
+        reach = downstream_of(target_names, graph, spec.scope.depth, spec.scope.exclude)
+        added = sorted(t for t in reach if t not in tables)
+        tables |= set(reach)
+    order = topological_order(tables, graph)
+
+    stamps: dict[str, list[datetime]] = {t: expand_timestamps(intervals, project.tables[t].hourly) for t in order}
+    days = sorted({ts.date() for ts_list in stamps.values() for ts in ts_list},
+                  reverse=spec.order == "descending")
+    chunks = split_groups(days, spec.groups)
+    where = {d: (g, p) for g, chunk in enumerate(chunks, start=1) for p, d in enumerate(chunk)}
+
+    errors: dict[tuple[object, ...], SpecError] = {}
+    by_day: dict[date, list[PlannedInstance]] = {d: [] for d in days}
+    ids_by: dict[tuple[str, date], list[str]] = {}
+    compiled_by: dict[tuple[str, datetime], CompiledSql] = {}
+    for tname in order:
+        table = project.tables[tname]
+        for ts in stamps[tname]:
+            compiled = compiler.compile(table, ts, params, ds_text(ts, table.hourly))
+            if isinstance(compiled, list):
+                for e in compiled:
+                    errors.setdefault((e.file, e.line, e.col, e.message.split(" (table")[0]), e)
+                continue
+            compiled_by[(tname, ts)] = compiled
+            ids_by.setdefault((tname, ts.date()), []).append(f"{name}/{tname}/{ds_text(ts, table.hourly)}")
+    if errors:
+        raise SpecErrors(errors.values())
+
+    for tname in order:
+        table = project.tables[tname]
+        mode: Mode = "skip" if _selected(spec.skip, tname) else "dry_run" if _selected(spec.dry_run, tname) else "run"
+        fields = chosen_fields.get(tname)
+        for ts in sorted(stamps[tname], reverse=spec.order == "descending"):
+            compiled = compiled_by[(tname, ts)]
+            ds = ds_text(ts, table.hourly)
+            inst_id = f"{name}/{tname}/{ds}"
+            upstream: list[str] = []
+            for up in compiled.reads:
+                if up not in tables:
+                    continue
+                if project.tables[up].hourly and table.hourly:
+                    cand = [f"{name}/{up}/{ds}"]
+                else:
+                    cand = ids_by.get((up, ts.date()), [])
+                upstream.extend(c for c in cand if c != inst_id)
+            sql, fp, linked = compiled.sql, compiled.fingerprint, ()
+            if fields:
+                sql, linked = compiler.field_selection(table, ts, params, fields)
+                fp = compiler_fp(compiler, table, sql)
+            needed = (*fields, *linked) if fields else table.field_names
+            group, pos = where[ts.date()]
+            by_day[ts.date()].append(PlannedInstance(
+                id=inst_id, table=tname, ds=ds, group=group, position=pos, mode=mode,
+                action=_action(inst_id, mode, fp, compiled.fingerprint, needed, ledger, (tname, ds)),
+                sql=sql, fingerprint=fp, table_fingerprint=compiled.fingerprint,
+                upstream=tuple(sorted(upstream)), fields=fields, linked=linked,
+            ))
+    instances = tuple(i for chunk in chunks for d in chunk for i in by_day[d])
+    retries = spec.retries or project.retries
+    return BackfillPlan(
+        key=spec.key, name=name, spec_file=spec.spec_file,
+        runtime=spec.runtime.isoformat() if spec.runtime else None, order=spec.order,
+        group_dates=tuple(tuple(d.isoformat() for d in chunk) for chunk in chunks),
+        tables=tuple(order), downstream_added=tuple(added), instances=instances,
+        retries=retries.count, retry_delay=retries.delay_seconds,
+    )
+
+
+def compiler_fp(compiler: ProjectCompiler, table: Table, sql: str) -> str:
+    from .compiler import fingerprint
+
+    return fingerprint(sql, compiler.write_signature(table))

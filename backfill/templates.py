@@ -1,0 +1,313 @@
+"""Sandboxed Jinja SQL templates.
+
+Safety rule: a value reaches the SQL either in a form the tool produced itself (dates, numbers,
+identifiers from `ref()`), or as a quoted SQL string literal. Nothing a user passes as a parameter is
+ever pasted into SQL unquoted.
+
+Speed rule: every date-derived value is wrapped in private-use marker characters while rendering, so
+the planner can tell which parts of the SQL change from one date to the next. Two instances whose
+SQL differs only inside the markers have the same *shape*, and a shape is parsed and checked once.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from . import dataphin
+from .errors import SpecError, snippet
+from .model import Table, Template
+
+__all__ = [
+    "MARK_CLOSE",
+    "MARK_OPEN",
+    "CompiledTemplate",
+    "RenderContext",
+    "Rendered",
+    "SqlText",
+    "DateText",
+    "compile_template",
+    "quote_literal",
+    "strip_marks",
+]
+
+MARK_OPEN, MARK_CLOSE = "\ue000", "\ue001"
+_MARKS = re.compile(f"{MARK_OPEN}([^{MARK_CLOSE}]*){MARK_CLOSE}")
+
+
+class SqlText(str):
+    """SQL text the tool produced in a fixed form (an identifier, a literal): rendered as is."""
+
+
+class DateText(SqlText):
+    """A date or time the tool formatted from the data timestamp (digits and separators only)."""
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def strip_marks(text: str) -> str:
+    return text.replace(MARK_OPEN, "").replace(MARK_CLOSE, "")
+
+
+def _finalize(value: Any) -> str:
+    if isinstance(value, DateText):
+        return MARK_OPEN + value + MARK_CLOSE
+    if isinstance(value, SqlText):
+        return str(value)
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | Decimal):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise jinja2.TemplateRuntimeError("cannot render a non-finite number into SQL")
+        return repr(value)
+    if value is None:
+        return "NULL"
+    if isinstance(value, datetime):
+        return _finalize(DateText(value.strftime("%Y-%m-%d %H:%M:%S")))
+    if isinstance(value, date):
+        return _finalize(DateText(value.isoformat()))
+    if isinstance(value, str):
+        return quote_literal(value)
+    if isinstance(value, list | tuple):
+        return "(" + ", ".join(_finalize(v) for v in value) + ")"
+    raise jinja2.TemplateRuntimeError(f"cannot render a value of type {type(value).__name__} into SQL")
+
+
+# ---------------------------------------------------------------- date helpers
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    text = str(value)
+    if len(text) == 8 and text.isdigit():
+        return datetime.strptime(text, "%Y%m%d")
+    return datetime.fromisoformat(text)
+
+
+def _shift_months(d: datetime, months: int) -> datetime:
+    m = d.month - 1 + months
+    y, m = d.year + m // 12, m % 12 + 1
+    return d.replace(year=y, month=m, day=min(d.day, calendar.monthrange(y, m)[1]))
+
+
+def _same_form(original: Any, shifted: datetime) -> DateText:
+    text = str(original)
+    if len(text) == 8 and text.isdigit():
+        return DateText(shifted.strftime("%Y%m%d"))
+    if isinstance(original, datetime) or len(text) > 10:
+        return DateText(shifted.strftime("%Y-%m-%d %H:%M:%S"))
+    return DateText(shifted.strftime("%Y-%m-%d"))
+
+
+def ds_add(value: Any, days: int) -> DateText:
+    """`ds_add(ds, -7)`: the date n days away, in the same form (YYYY-MM-DD or YYYYMMDD)."""
+    return _same_form(value, _as_datetime(value) + timedelta(days=int(days)))
+
+
+def add_months(value: Any, months: int) -> DateText:
+    return _same_form(value, _shift_months(_as_datetime(value), int(months)))
+
+
+def add_hours(value: Any, hours: int) -> DateText:
+    return DateText((_as_datetime(value) + timedelta(hours=int(hours))).strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def date_format(value: Any, fmt: str) -> DateText:
+    """strftime of a date; only digits and separators may come out."""
+    out = _as_datetime(value).strftime(str(fmt))
+    if not re.fullmatch(r"[0-9 :T/._-]*", out):
+        raise jinja2.TemplateRuntimeError(f"date_format may only produce digits and separators, got {out!r}")
+    return DateText(out)
+
+
+# ---------------------------------------------------------------- compilation
+
+@dataclass(frozen=True)
+class RenderContext:
+    """What a template sees, for one instance."""
+
+    data_timestamp: datetime
+    hourly: bool
+    params: Mapping[str, Any]
+
+    def variables(self) -> dict[str, Any]:
+        ts = self.data_timestamp
+        v: dict[str, Any] = {
+            "ds": DateText(ts.strftime("%Y-%m-%d")),
+            "ds_nodash": DateText(ts.strftime("%Y%m%d")),
+            "bizdate": DateText(ts.strftime("%Y%m%d")),
+            "data_timestamp": ts,
+            "params": self.params,
+        }
+        if self.hourly:
+            v.update(hour=DateText(ts.strftime("%H")), ts=DateText(ts.strftime("%Y-%m-%d %H:%M:%S")),
+                     ts_nodash=DateText(ts.strftime("%Y%m%d%H%M%S")))
+        return v
+
+    def cyctime(self) -> datetime:
+        return self.data_timestamp + (timedelta(hours=1) if self.hourly else timedelta(days=1))
+
+
+@dataclass(frozen=True)
+class Rendered:
+    marked: str  # with date markers: its shape is `shape_of(marked)`
+    refs: tuple[str, ...]  # tables named through ref(), in order of first use
+
+    @property
+    def sql(self) -> str:
+        return strip_marks(self.marked)
+
+
+def shape_of(marked: str) -> str:
+    return _MARKS.sub(MARK_OPEN + MARK_CLOSE, marked)
+
+
+def mark_values(marked: str) -> list[str]:
+    return _MARKS.findall(marked)
+
+
+class TemplateFailure(Exception):
+    def __init__(self, message: str, line: int, col: int):
+        super().__init__(message)
+        self.message, self.line, self.col = message, line, col
+
+
+_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, finalize=_finalize, autoescape=False,
+                            keep_trailing_newline=True)
+_ENV.globals.update(ds_add=ds_add, add_days=ds_add, add_months=add_months, add_hours=add_hours,
+                    date_format=date_format, range=range)
+_QUOTED_PARAM = re.compile(r"""(['"])\s*\{\{\s*params\b[^}]*\}\}\s*\1""")
+
+
+def _sched_jinja(source: str) -> str:
+    """Turn Dataphin/DataWorks scheduling parameters into calls the sandbox can evaluate per date."""
+    params = dataphin.find_params(source)
+    for p in reversed(params):
+        source = source[: p.start] + "{{ __sched(" + repr(p.text) + ") }}" + source[p.end :]
+    return source
+
+
+class CompiledTemplate:
+    """A table's template compiled once; `render` is called per data timestamp."""
+
+    def __init__(self, table: Table, physical: Callable[[str], str], source_ref: Callable[[str], str]):
+        self.table = table
+        self.template: Template = table.template
+        self._physical = physical
+        self._source_ref = source_ref
+        self._sched_cache: dict[str, dataphin.SchedParam] = {}
+        src = self.template.source
+        m = _QUOTED_PARAM.search(src)
+        if m:
+            raise self._failure_at(m.start(), "a param renders as a quoted SQL literal already; "
+                                   "remove the quotes around " + m.group(0)[1:-1].strip())
+        try:
+            converted = _sched_jinja(src)
+        except dataphin.SchedParamError as exc:
+            raise self._failure_at(exc.offset, exc.message) from None
+        for p in dataphin.find_params(src):
+            self._sched_cache[p.text] = p
+        try:
+            self._jinja = _ENV.from_string(converted)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateFailure(f"template syntax: {exc.message}", exc.lineno, 1) from None
+
+    def _failure_at(self, offset: int, message: str) -> TemplateFailure:
+        src = self.template.source
+        line = src.count("\n", 0, offset) + 1
+        col = offset - (src.rfind("\n", 0, offset) + 1) + 1
+        return TemplateFailure(message, line, col)
+
+    def render(self, ctx: RenderContext) -> Rendered:
+        refs: list[str] = []
+
+        def ref(name: str) -> SqlText:
+            name = str(name)
+            if name not in refs:
+                refs.append(name)
+            return SqlText(self._physical(name))
+
+        def source(path: str) -> SqlText:
+            return SqlText(self._source_ref(str(path)))
+
+        def sched(text: str) -> DateText:
+            return DateText(dataphin.evaluate(self._sched_cache[text], ctx.data_timestamp, ctx.cyctime()))
+
+        variables = ctx.variables()
+        variables.update(ref=ref, source=source, __sched=sched)
+        try:
+            out = self._jinja.render(variables)
+        except jinja2.TemplateError as exc:
+            line = _template_line(exc)
+            raise TemplateFailure(_describe(exc), line, _column_of(self.template.source, line, exc)) from None
+        except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+            line = _template_line(exc)
+            raise TemplateFailure(f"template: {exc}", line, 1) from None
+        return Rendered(out, tuple(refs))
+
+    def error(self, failure: TemplateFailure, ds: str | None = None) -> SpecError:
+        t = self.template
+        line = failure.line + t.line_offset
+        col = failure.col + (t.col_offset if failure.line >= 1 else 0)
+        return SpecError(
+            failure.message, file=t.file, line=line, col=col, table=self.table.name, ds=ds,
+            detail=snippet(t.source, failure.line, failure.col),
+        )
+
+
+def _describe(exc: jinja2.TemplateError) -> str:
+    from jinja2.exceptions import SecurityError, UndefinedError
+
+    if isinstance(exc, SecurityError):
+        return f"template tried something the sandbox forbids: {exc.message}"
+    if isinstance(exc, UndefinedError):
+        return f"undefined template variable: {exc.message}; define it in params or use a built-in variable"
+    return f"template: {exc.message}"
+
+
+def _template_line(exc: BaseException) -> int:
+    """The template line a runtime error came from (jinja keeps it in the traceback)."""
+    tb = exc.__traceback__
+    line = 1
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _column_of(source: str, line: int, exc: BaseException) -> int:
+    lines = source.splitlines()
+    if not 1 <= line <= len(lines):
+        return 1
+    text = lines[line - 1]
+    m = re.search(r"'([A-Za-z_][A-Za-z0-9_]*)'", str(getattr(exc, "message", "") or ""))
+    if m:
+        i = text.find(m.group(1))
+        if i >= 0:
+            return i + 1
+    i = text.find("{{")
+    return i + 1 if i >= 0 else 1
+
+
+def compile_template(table: Table, physical: Callable[[str], str], source_ref: Callable[[str], str]
+                     ) -> CompiledTemplate:
+    return CompiledTemplate(table, physical, source_ref)
+
+
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))
