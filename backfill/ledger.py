@@ -62,6 +62,7 @@ T_INSTANCES = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("held", sa.Boolean, nullable=False, default=False),  # operator pause
     sa.Column("kill_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("run_id", sa.String(40)),  # the apply run that last claimed it (for crash recovery)
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 T_ATTEMPTS = sa.Table(
@@ -114,6 +115,7 @@ class InstanceRow:
     seq: int
     mode: str
     fields: tuple[str, ...] | None
+    linked: tuple[str, ...]
     upstream: tuple[str, ...]
     sql: str
     fingerprint: str
@@ -138,6 +140,7 @@ def _row(r: Any) -> InstanceRow:
     return InstanceRow(
         id=r.id, backfill=r.backfill, table=r.table_name, ds=r.ds, group=r.grp, position=r.position, seq=r.seq,
         mode=r.mode, fields=tuple(json.loads(r.fields)) if r.fields else None,
+        linked=tuple(json.loads(r.linked)) if r.linked else (),
         upstream=tuple(json.loads(r.upstream)), sql=r.sql, fingerprint=r.fingerprint,
         table_fingerprint=r.table_fingerprint, status=r.status, attempts=r.attempts, started_at=r.started_at,
         ended_at=r.ended_at, rows=r.rows, error=r.error, held=bool(r.held), kill_requested=bool(r.kill_requested),

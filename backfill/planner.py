@@ -175,12 +175,17 @@ def _action(inst_id: str, mode: Mode, fp: str, table_fp: str, needed: Iterable[s
         wanted = "dry_run" if mode == "dry_run" else "paused"
         return "done" if record == (wanted, fp) else "new"
     stored = ledger.partitions.get(partition_key, {})
+    whole = stored.get("*")  # written as an entire table; later field writes override per field
+
+    def recorded(f: str) -> str | None:
+        return stored.get(f, whole)
+
     needed = list(needed)
-    if all(stored.get(f) == table_fp for f in needed):
+    if all(recorded(f) == table_fp for f in needed):
         return "done"
     if record is not None and record[0] in ("failed", "killed", "blocked", "paused"):
         return "failed"
-    return "stale" if any(f in stored for f in needed) else "new"
+    return "stale" if any(recorded(f) is not None for f in needed) else "new"
 
 
 def plan_backfill(

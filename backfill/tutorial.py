@@ -104,11 +104,11 @@ def _products(rng: random.Random, count: int, start: date, end: date) -> list[En
     out: list[Entity] = []
     for ident in range(1, count + 1):
         created = _created(rng, ident, count, start, end)
-        category = rng.choice(CATEGORIES)
+        category, brand = rng.choice(CATEGORIES), rng.choice(BRANDS)
         base = {
-            "product_name": f"{rng.choice(BRANDS)} {category} #{ident}",
+            "product_name": f"{brand} {category} #{ident}",
             "category": category,
-            "brand": rng.choice(BRANDS),
+            "brand": brand,
             "price": money(rng.randrange(199, 59_999)),
         }
         product = Entity(ident, created, [(created, base)])
@@ -135,7 +135,8 @@ def _customers(rng: random.Random, count: int, start: date, end: date) -> list[E
         for moment in _change_times(rng, created, end, rng.choice((0, 0, 0, 1, 2))):
             values = dict(customer.versions[-1][1])
             if rng.random() < 0.6:
-                values["member_level"] = LEVELS[min(len(LEVELS) - 1, LEVELS.index(values["member_level"]) + 1)]
+                level = LEVELS.index(values["member_level"])
+                values["member_level"] = LEVELS[min(len(LEVELS) - 1, level + 1)]
             else:
                 values["city"] = rng.choice(CITIES)
             customer.versions.append((moment, values))
@@ -196,7 +197,8 @@ def generate_source_data(
     target = project_dir / source_dir_of(project_dir)
     target.mkdir(parents=True, exist_ok=True)
     return {
-        "products.csv": _write(target / "products.csv", PRODUCT_HEADER, _version_rows(products, PRODUCT_HEADER)),
+        "products.csv": _write(target / "products.csv", PRODUCT_HEADER,
+                               _version_rows(products, PRODUCT_HEADER)),
         "customers.csv": _write(target / "customers.csv", CUSTOMER_HEADER,
                                 _version_rows(customers, CUSTOMER_HEADER)),
         "orders.csv": _write(target / "orders.csv", ORDER_HEADER, orders),

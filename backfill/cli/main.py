@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
@@ -21,30 +22,48 @@ for module in (init, validate):
 
 
 def _register_optional() -> None:
-    """Commands whose modules are imported lazily keep `validate` and `plan` free of Prefect."""
-    from . import plan
+    """Command modules are imported here, not at the top, so `backfill --help` stays fast.
+    None of them imports Prefect at module level: only `apply`, `rerun` and `resume` load it, when they run."""
+    import importlib
 
-    plan.register(app)
-    try:
-        from . import apply, instances, ops, status
+    for name in ("plan", "apply", "instances", "ops", "status", "diff"):
+        try:
+            module = importlib.import_module(f"backfill.cli.{name}")
+        except ModuleNotFoundError as exc:  # pragma: no cover - a command still in development
+            if exc.name != f"backfill.cli.{name}":
+                raise
+            continue
+        module.register(app)
 
-        for module in (apply, instances, ops, status):
-            module.register(app)  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - during development only some commands exist
-        pass
-    try:
-        from . import diff
 
-        diff.register(app)
-    except ImportError:  # pragma: no cover
-        pass
+def _stop_prefect() -> None:
+    """Stop the temporary Prefect server this process started, if any."""
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is None:
+        return
+    for server in list(getattr(server_module.SubprocessASGIServer, "_instances", {}).values()):
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
 
 
 def run() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     _register_optional()
-    app()
+    code: int | str | None = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code
+    if "prefect" not in sys.modules:
+        sys.exit(code)
+    # Prefect leaves service threads behind; stop its server and leave without waiting for them
+    _stop_prefect()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)
 
 
 if __name__ == "__main__":

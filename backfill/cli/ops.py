@@ -1,0 +1,158 @@
+"""Operations on instances: rerun, set-success, kill, pause, resume, unlock, serve."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from ..errors import UserError
+from .common import JsonOpt, ProjectOpt, emit_json, project_root, user_errors
+from .progress import LiveProgress
+
+LockOpt = Annotated[float, typer.Option("--lock-timeout", help="seconds to wait for a running apply")]
+
+
+def _ops(project: ProjectOpt):  # type: ignore[no-untyped-def]
+    from ..operations import Operations
+    from ..specs import load_project
+    from ..workspace import open_ledger
+
+    root = project_root(project)
+    ledger = open_ledger(load_project(root), create=False)
+    if ledger is None:
+        raise UserError("no ledger yet: nothing was applied in this project")
+    return Operations(root, ledger, lambda m: typer.echo(m, err=True))
+
+
+def _report_run(report, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    if as_json:
+        emit_json({"ok": report.ok, "name": report.name, "counts": report.counts, "rows": report.rows,
+                   "failures": [{"id": i, "status": s, "error": e} for i, s, e in report.failures]})
+    else:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts.items()))
+        typer.echo(f"backfill {report.name}: {counts}; {report.rows} row(s) in {report.seconds:.2f}s")
+        for iid, status, error in report.failures:
+            typer.echo(f"  {status:<8} {iid}: {error}")
+    if not report.ok:
+        if not as_json:
+            print(f"error: {len(report.failures)} instance(s) did not succeed", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("rerun", help="Run recorded instances again (all, --failed, --instance ID, plus --downstream).")
+    def rerun(
+        backfill: Annotated[str, typer.Argument(help="backfill name")],
+        failed: Annotated[bool, typer.Option("--failed", help="only failed, paused, blocked or killed")] = False,
+        instance: Annotated[list[str] | None, typer.Option("--instance", help="BACKFILL/TABLE/DS (repeatable)")] = None,
+        downstream: Annotated[bool, typer.Option("--downstream", help="and every instance depending on them")] = False,
+        lock_timeout: LockOpt = 0.0,
+        project: ProjectOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        from ..apply import run_again
+
+        live = LiveProgress(False)
+        with user_errors(as_json):
+            ops = _ops(project)
+            name, ids = ops.to_rerun(backfill, failed, list(instance or []), downstream)
+            ops.ledger.close()
+            if not as_json:
+                typer.echo(f"rerunning {len(ids)} instance(s) of {name}")
+            report = run_again(ops.root, name, ids, lock_timeout, say=lambda m: typer.echo(m, err=True),
+                               on_change=live.on_change)
+        _report_run(report, as_json)
+
+    @app.command("set-success", help="Mark an instance successful without running it.")
+    def set_success(instance: Annotated[str, typer.Argument(help="BACKFILL/TABLE/DS")],
+                    project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+        with user_errors(as_json):
+            ops = _ops(project)
+            done = ops.set_success(instance)
+        if as_json:
+            emit_json({"ok": True, "instances": done})
+        else:
+            typer.echo(f"{instance}: success (set by operator). Run `backfill rerun {instance.split('/')[0]} "
+                       "--failed` for what it blocked.")
+
+    def _flagging(verb: str, target: str, project: ProjectOpt, as_json: bool) -> None:
+        with user_errors(as_json):
+            ops = _ops(project)
+            ids = getattr(ops, verb)(target)
+            live = ops.apply_running()
+        if as_json:
+            emit_json({"ok": True, "instances": ids, "apply_running": live})
+        else:
+            how = "the running apply acts on it within a second" if live else "done"
+            typer.echo(f"{verb}: {len(ids)} instance(s) of {target}; {how}")
+
+    @app.command("kill", help="Stop running SQL and mark instances killed (they block their downstream).")
+    def kill(target: Annotated[str, typer.Argument(help="BACKFILL or BACKFILL/TABLE/DS")],
+             project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+        _flagging("kill", target, project, as_json)
+
+    @app.command("pause", help="Hold instances that have not started; `resume` runs them.")
+    def pause(target: Annotated[str, typer.Argument(help="BACKFILL or BACKFILL/TABLE/DS")],
+              project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+        _flagging("pause", target, project, as_json)
+
+    @app.command("resume", help="Release paused instances and run them and what they blocked.")
+    def resume(target: Annotated[str, typer.Argument(help="BACKFILL or BACKFILL/TABLE/DS")],
+               lock_timeout: LockOpt = 0.0, project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+        from ..apply import run_again
+
+        with user_errors(as_json):
+            ops = _ops(project)
+            name, ids = ops.to_resume(target)
+            running = ops.apply_running()
+            ops.ledger.close()
+            if not ids:
+                if not as_json:
+                    typer.echo(f"resumed {target}" + ("; the running apply starts it when reached" if running else ""))
+                else:
+                    emit_json({"ok": True, "ran": []})
+                return
+            report = run_again(ops.root, name, ids, lock_timeout, say=lambda m: typer.echo(m, err=True))
+        _report_run(report, as_json)
+
+    @app.command("unlock", help="Break the apply lock left by a process that is no longer running.")
+    def unlock(project: ProjectOpt = None,
+               yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False) -> None:
+        with user_errors():
+            ops = _ops(project)
+            holder = ops.ledger.lock_holder()
+            if holder is None:
+                typer.echo("the ledger is not locked")
+                return
+            who = f"pid {holder['pid']} on {holder['host']} ({holder['purpose']})"
+            if holder["alive"]:
+                raise UserError(f"the lock is held by {who}, which is still running; stop it first")
+            if not yes and not typer.confirm(f"Break the lock of {who}?", default=False):
+                raise UserError("unlock cancelled")
+            ops.ledger.unlock()
+            typer.echo(f"broke the lock of {who}; the next apply recovers its unfinished instances")
+
+    @app.command("serve", help="Long-running: start scheduled backfills when their runtime comes.")
+    def serve(project: ProjectOpt = None,
+              interval: Annotated[float, typer.Option(help="seconds between checks")] = 10.0,
+              once: Annotated[bool, typer.Option("--once", help="check once and exit")] = False) -> None:
+        from ..apply import apply_project
+        from ..specs import load_project
+
+        root = project_root(project)
+        typer.echo(f"serving {root}: checking scheduled backfills every {interval:g}s")
+        while True:
+            with user_errors():
+                due = [b.name or b.key for b in load_project(root).backfills.values()
+                       if b.runtime is not None and b.runtime.timestamp() <= time.time()]
+                if due:
+                    report = apply_project(root, due, lock_timeout=interval)
+                    for b in report.backfills:
+                        if b.counts:
+                            typer.echo(f"ran {b.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(b.counts.items())))
+            if once:
+                return
+            time.sleep(interval)
