@@ -29,6 +29,10 @@ def _validator(kind: str) -> Draft202012Validator:
 def _show(value: Any) -> str:
     if isinstance(value, str):
         return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
@@ -36,12 +40,80 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _pytype(value: Any) -> str:
-    for name, kinds in (("text", str), ("true or false", bool), ("a whole number", int), ("a number", float),
-                        ("a mapping", dict), ("a list", list)):
-        if isinstance(value, kinds):
-            return name
-    return "nothing" if value is None else type(value).__name__
+def _got(value: Any) -> str:
+    """What a wrong-typed value is, said once: `text 'x'`, `a list`, `the number 3`, `true`."""
+    if isinstance(value, str):
+        return f"text {value!r}"
+    if isinstance(value, bool) or value is None or isinstance(value, dict | list):
+        return _show(value)
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    return type(value).__name__
+
+
+def _bool_hint(value: Any) -> str:
+    if isinstance(value, bool):
+        return " (YAML reads yes/no/on/off as true/false; quote the value if you meant text)"
+    return ""
+
+
+# the name patterns of the schemas, said in words
+_PATTERNS = {
+    "^[a-z_][a-z0-9_]*$": "lowercase letters, digits and '_', not starting with a digit",
+    "^[A-Za-z_][A-Za-z0-9_-]*$": "letters, digits, '_' and '-', starting with a letter or '_'",
+    "^[A-Za-z0-9_][A-Za-z0-9_.-]*$": "letters, digits, '_', '.' and '-' only (no '/' or spaces)",
+    "^[A-Z_][A-Z0-9_]*$": "an environment variable name (uppercase letters, digits and '_')",
+    "^[A-Za-z][A-Za-z0-9_ ,()]*$": "a SQL type such as BIGINT, VARCHAR or DECIMAL(18,2)",
+}
+
+_FIRST = {"additionalProperties": 0, "required": 1}  # within one node, the most telling problem first
+
+
+def _rank(e: ValidationError) -> tuple[int, int, str]:
+    return -len(e.absolute_path), _FIRST.get(str(e.validator), 2), str(e.message)
+
+
+def _fits(errors: list[ValidationError], path: tuple[str | int, ...]) -> bool:
+    """A oneOf branch fits the value when its type and its discriminating constants match."""
+    return not any((e.validator == "type" and tuple(e.absolute_path) == path)
+                   or e.validator in ("const", "enum") for e in errors)
+
+
+def _one_of(err: ValidationError, kind: str, path: tuple[str | int, ...], s: dict[str, Any]
+            ) -> tuple[str, tuple[str | int, ...], bool]:
+    value = err.instance
+    if kind == "table" and not path:
+        if isinstance(value, dict) and "sql" in value and "sql_inline" in value:
+            return "give only one of 'sql' (a template file) or 'sql_inline', not both; remove one", \
+                ("sql_inline",), True
+        return "missing 'sql' (a template file) or 'sql_inline' (the template itself); add one", path, False
+    branches: dict[Any, list[ValidationError]] = {}
+    for c in err.context or []:
+        branches.setdefault(c.relative_schema_path[0], []).append(c)
+    fitting = [errs for errs in branches.values() if _fits(errs, path)]
+    if len(fitting) == 1:
+        best = min(fitting[0], key=_rank)
+        leaf = tuple(best.absolute_path) == path and best.validator in ("pattern", "type", "enum", "const")
+        if not (leaf and s.get("description")):
+            return _message(best, kind)
+    # no branch fits: a wrong constant deeper down (engine.type, scope.mode) is the precise problem
+    deeper = [c for c in err.context or [] if len(c.absolute_path) > len(path)]
+    if deeper:
+        at = max(len(c.absolute_path) for c in deeper)
+        deepest = [c for c in deeper if len(c.absolute_path) == at]
+        if len({tuple(c.absolute_path) for c in deepest}) == 1 and all(
+                c.validator in ("const", "enum") for c in deepest):
+            allowed: list[str] = []
+            for c in deepest:
+                for a in ([c.validator_value] if c.validator == "const" else c.validator_value):
+                    if str(a) not in allowed:
+                        allowed.append(str(a))
+            return f"{_show(deepest[0].instance)} is not one of " + ", ".join(allowed) + \
+                _bool_hint(deepest[0].instance), tuple(deepest[0].absolute_path), False
+        if not s.get("description"):
+            return _message(min(deeper, key=_rank), kind)
+    what = s.get("description") or "see the schema"
+    return f"{_show(value)} is not valid here; expected {what}{_bool_hint(value)}", path, False
 
 
 def _message(err: ValidationError, kind: str) -> tuple[str, tuple[str | int, ...], bool]:
@@ -57,38 +129,36 @@ def _message(err: ValidationError, kind: str) -> tuple[str, tuple[str | int, ...
         extras = [k for k in value if k not in allowed]
         key = extras[0]
         close = difflib.get_close_matches(key, allowed, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "allowed keys: " + ", ".join(k for k in allowed if k != "$schema")
+        hint = f"did you mean '{close[0]}'?" if close else \
+            "allowed keys: " + ", ".join(k for k in allowed if k != "$schema")
         return f"unknown key '{key}'; {hint}", path + (key,), True
     if v == "enum":
-        return f"{_show(value)} is not one of " + ", ".join(map(str, err.validator_value)), path, False
+        choices = ", ".join(map(str, err.validator_value))
+        return f"{_show(value)} is not one of {choices}{_bool_hint(value)}", path, False
     if v == "const":
         return f"{_show(value)} must be '{err.validator_value}'", path, False
     if v == "type":
-        return f"expected {_TYPE_NAMES.get(str(err.validator_value), err.validator_value)}, got {_pytype(value)} {_show(value)}", path, False
+        expected = _TYPE_NAMES.get(str(err.validator_value), err.validator_value)
+        return f"expected {expected}, got {_got(value)}", path, False
     if v in ("minimum", "maximum"):
         lo, hi = s.get("minimum"), s.get("maximum")
-        rng = f"between {lo} and {hi}" if lo is not None and hi is not None else (f"at least {lo}" if hi is None else f"at most {hi}")
+        rng = f"between {lo} and {hi}" if lo is not None and hi is not None else \
+            (f"at least {lo}" if hi is None else f"at most {hi}")
         return f"{value} is out of range: must be {rng}", path, False
     if v == "maxLength":
         return f"is {len(value)} characters long; at most {err.validator_value} are allowed", path, False
     if v == "minLength":
         return "must not be empty", path, False
     if v == "pattern":
-        what = s.get("description") or f"the pattern {err.validator_value}"
+        what = _PATTERNS.get(str(err.validator_value)) or s.get("description") or \
+            f"the pattern {err.validator_value}"
         return f"{_show(value)} is not of the expected form: {what}", path, False
     if v == "minItems":
         return f"must list at least {err.validator_value} item(s)", path, False
     if v == "uniqueItems":
         return "lists the same item twice; remove the duplicate", path, False
     if v in ("oneOf", "anyOf"):
-        if kind == "table" and not path:
-            return "give exactly one of 'sql' (a template file) or 'sql_inline'", path, False
-        # a nested problem deeper than this node is the precise one
-        deeper = [c for c in err.context or [] if len(c.absolute_path) > len(path)]
-        if deeper:
-            return _message(min(deeper, key=lambda c: (-len(c.absolute_path), str(c.message))), kind)
-        what = s.get("description") or "see the schema"
-        return f"{_show(value)} is not valid here; expected {what}", path, False
+        return _one_of(err, kind, path, s)
     return str(err.message), path, False
 
 

@@ -65,10 +65,21 @@ def _convert(node: yaml.Node, path: Path_, doc: Located) -> Any:
         return [_convert(item, path + (i,), doc) for i, item in enumerate(node.value)]
     assert isinstance(node, yaml.ScalarNode)
     if node.style in ("|", ">"):
-        doc.block_scalars[path] = (node.start_mark.line + 2, node.start_mark.column + 1)
+        doc.block_scalars[path] = (node.start_mark.line + 2, _block_indent(node) + 1)
     if node.tag == "tag:yaml.org,2002:timestamp" or node.tag == "tag:yaml.org,2002:str":
         return str(node.value)  # dates stay text: the schema and the model parse them
     return _SCALARS.construct_object(node, deep=True)
+
+
+def _block_indent(node: yaml.ScalarNode) -> int:
+    """Indentation of a block scalar's content: its column 1 is this column + 1 in the file."""
+    buffer = node.start_mark.buffer
+    if not buffer:
+        return node.start_mark.column
+    for text in buffer[node.start_mark.pointer:node.end_mark.pointer].split("\n")[1:]:
+        if text.strip(" \0"):
+            return len(text) - len(text.lstrip(" "))
+    return node.start_mark.column
 
 
 class _LocatedYamlError(Exception):
@@ -86,6 +97,9 @@ def load_yaml_text(text: str, file: str) -> Located | SpecError:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
+        ctx = exc.context_mark
+        if exc.problem and exc.context and ctx is not None and (ctx.line + 1, ctx.column + 1) != (line, col):
+            problem += f" ({exc.context} that starts at line {ctx.line + 1}, column {ctx.column + 1})"
         return SpecError(f"YAML syntax: {problem}; fix the indentation or quoting", file=file, line=line, col=col)
     except yaml.YAMLError as exc:  # pragma: no cover - reader errors without a mark
         return SpecError(f"YAML: {exc}", file=file, line=1, col=1)

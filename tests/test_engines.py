@@ -69,15 +69,11 @@ def factory(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
     server: PgServer | None = request.getfixturevalue("pg_server") if kind == "postgres" else None
     schema = server.new_schema() if server else ""
 
-    def make(*tables: Table, read_only: bool = False) -> Engine:
-        engine: Engine
-        if server is not None:
-            engine = PostgresEngine(server.url, schema, tmp_path, pool_size=4, read_only=read_only)
-        else:
-            engine = DuckDBEngine(".backfill/w.duckdb", tmp_path, read_only=read_only)
-        if tables:
-            engine.ensure_tables(tables)
+    def make(*tables: Table) -> Engine:
+        engine: Engine = PostgresEngine(server.url, schema, tmp_path, pool_size=4) if server \
+            else DuckDBEngine(".backfill/w.duckdb", tmp_path)
         opened.append(engine)
+        engine.ensure_tables(tables)
         return engine
 
     yield make
@@ -86,8 +82,7 @@ def factory(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
 
 
 def test_full_replace_is_idempotent_and_leaves_other_partitions(factory: Factory) -> None:
-    t = make_table()
-    eng = factory(t)
+    eng = factory(t := make_table())
     sql = VALUES.format("(1, 'x', 1.5), (2, 'y', 2.5)")
     assert eng.write_partition(wreq(t, D1, sql)) == 2
     assert eng.write_partition(wreq(t, D2, VALUES.format("(9, 'z', 0.0)"))) == 1
@@ -99,8 +94,7 @@ def test_full_replace_is_idempotent_and_leaves_other_partitions(factory: Factory
 
 
 def test_failing_select_keeps_old_partition_and_writes_no_marker(factory: Factory, kind: str) -> None:
-    t = make_table()
-    eng = factory(t)
+    eng = factory(t := make_table())
     eng.write_partition(wreq(t, D1, VALUES.format("(1, 'x', 1.5)")))
     before = rows_of(eng, "t")
     for fields in (None, ("a",)):
@@ -115,8 +109,7 @@ def test_failing_select_keeps_old_partition_and_writes_no_marker(factory: Factor
 
 
 def test_committed_attempt(factory: Factory) -> None:
-    t = make_table()
-    eng = factory(t)
+    eng = factory(t := make_table())
     req = wreq(t, D1, VALUES.format("(1, 'x', 1.5), (2, 'y', 2.5)"))
     assert eng.committed_attempt(req.attempt_id) is None
     eng.write_partition(req)
@@ -127,8 +120,7 @@ def test_committed_attempt(factory: Factory) -> None:
 
 
 def test_field_selection(factory: Factory) -> None:
-    t = make_table()
-    eng = factory(t)
+    eng = factory(t := make_table())
     eng.write_partition(wreq(t, D1, VALUES.format("(1, 'x', 1.5), (2, 'y', 2.5)")))
     eng.write_partition(wreq(t, D2, VALUES.format("(1, 'other', 9.0)")))
     sel = "SELECT * FROM (VALUES (2, 'Y'), (3, 'new')) AS v(id, a)"
@@ -140,8 +132,7 @@ def test_field_selection(factory: Factory) -> None:
 
 
 def test_cancel_during_long_query(factory: Factory, kind: str) -> None:
-    t = make_table()
-    eng = factory(t)
+    eng = factory(t := make_table())
     eng.write_partition(wreq(t, D1, VALUES.format("(1, 'x', 1.5)")))
     before = rows_of(eng, "t")
     for fields in (None, ("a",)):
@@ -165,8 +156,7 @@ def test_cancel_during_long_query(factory: Factory, kind: str) -> None:
 
 
 def test_parallel_writers_one_table(factory: Factory, kind: str) -> None:
-    t = make_table()
-    eng = factory(t)
+    eng = factory(t := make_table())
     errors: list[BaseException] = []
     counts: dict[str, int] = {}
 
@@ -201,8 +191,7 @@ def test_hourly_partitions(factory: Factory) -> None:
 
 
 def test_ensure_tables_adds_declared_columns(factory: Factory) -> None:
-    t = make_table()
-    eng = factory(t)
+    eng = factory(t := make_table())
     eng.ensure_tables([t])  # idempotent
     eng.write_partition(wreq(t, D1, VALUES.format("(1, 'x', 1.5)")))
     wider = make_table(fields=(*FIELDS, ("c", "DECIMAL(18,2)")))
@@ -232,18 +221,18 @@ def test_integration_table_reads_project_files(factory: Factory, tmp_path: Path)
 
 
 def test_explain(factory: Factory) -> None:
-    t = make_table()
-    eng = factory(t)
+    eng = factory(make_table())
     assert eng.explain('SELECT id, a, b FROM "t"') is None
     err = eng.explain('SELECT id, missing_col FROM "t"')
     assert err and "missing_col" in err and "\n" not in err
 
 
-def test_query_placeholders(factory: Factory) -> None:
-    t = make_table()
-    eng = factory(t)
-    eng.write_partition(wreq(t, D1, VALUES.format("(1, 'x?', 1.5), (2, 'y', 2.5)")))
+def test_query_placeholders_and_trailing_semicolons(factory: Factory) -> None:
+    eng = factory(t := make_table())
+    eng.write_partition(wreq(t, D1, VALUES.format("(1, 'x?', 1.5), (2, 'y', 2.5)") + " -- two rows\n;\n"))
     assert eng.query("SELECT id FROM \"t\" WHERE a = 'x?' AND id % 2 = ?", [1]) == [(1,)]
+    assert eng.write_partition(wreq(t, D1, "SELECT 1 AS id, 'k' AS a; ", fields=("a",))) == 1
+    assert eng.query("SELECT a FROM \"t\" WHERE id = ?", [1]) == [("k",)]
 
 
 def test_read_only_duckdb(tmp_path: Path) -> None:
@@ -287,13 +276,10 @@ def test_open_engine_postgres(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     eng.close()
 
 
-@pytest.mark.parametrize(("declared", "pg"), [
-    ("DOUBLE", "DOUBLE PRECISION"), ("double", "DOUBLE PRECISION"), ("VARCHAR", "VARCHAR"),
-    ("BIGINT", "BIGINT"), ("DECIMAL(18,2)", "DECIMAL(18,2)"), ("TIMESTAMP", "TIMESTAMP"),
-    ("BOOLEAN", "BOOLEAN"), ("FLOAT", "REAL"),
-])
-def test_pg_types(declared: str, pg: str) -> None:
-    assert pg_type(declared) == pg
+def test_pg_types() -> None:
+    expected = {"DOUBLE": "DOUBLE PRECISION", "double": "DOUBLE PRECISION", "FLOAT": "REAL",
+                "VARCHAR": "VARCHAR", "BIGINT": "BIGINT", "DECIMAL(18,2)": "DECIMAL(18,2)", "DATE": "DATE"}
+    assert {k: pg_type(k) for k in expected} == expected
 
 
 def test_duckdb_retries_a_transaction_conflict(tmp_path: Path) -> None:
@@ -315,3 +301,23 @@ def test_duckdb_retries_a_transaction_conflict(tmp_path: Path) -> None:
     blocker.execute("ROLLBACK")
     assert rows_of(eng, "t") == [(2, "y", 2.5, date(2026, 7, 1))]
     eng.close()
+
+
+def test_cancel_token() -> None:
+    calls: list[str] = []
+    token = CancelToken()
+    token.on_cancel(lambda: calls.append("first"))
+    token.clear()
+    token.cancel()
+    assert token.cancelled and calls == []  # cleared: nothing to interrupt
+    token.on_cancel(lambda: calls.append("late"))  # registered after cancel(): interrupted at once
+    assert calls == ["late"]
+
+    def broken() -> None:
+        raise RuntimeError("interrupt failed")
+
+    other = CancelToken()
+    other.on_cancel(broken)
+    other.cancel()  # a failing interrupt does not reach the canceller
+    assert other.cancelled
+

@@ -18,16 +18,23 @@ from ..model import Table
 from ..sqlcheck import partition_type
 
 __all__ = [
+    "MARKER_COLUMNS",
     "MARKER_TABLE",
     "CancelToken",
     "Engine",
     "EngineError",
     "WriteCancelled",
     "WriteRequest",
+    "duckdb_explain",
+    "merge_statements",
     "one_line",
     "partition_value",
     "qident",
+    "qlist",
+    "qmark_to_format",
+    "select_body",
     "selected_columns",
+    "write_error",
 ]
 
 MARKER_TABLE = "_backfill_writes"
@@ -179,6 +186,29 @@ def duckdb_explain(cur: Any, sql: str) -> str | None:
         return one_line(exc)
     finally:
         cur.close()
+
+
+def qmark_to_format(sql: str) -> str:
+    """`?` placeholders (outside quotes) to psycopg's `%s`; literal `%` doubled."""
+    out, quote = [], ""
+    for ch in sql:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "?":
+            out.append("%s")
+            continue
+        out.append("%%" if ch == "%" else ch)
+    return "".join(out)
+
+
+def select_body(req: WriteRequest) -> str:
+    """The request's SELECT, ready to nest in `FROM (...)`: no trailing semicolons."""
+    sql = req.sql.strip()
+    while sql.endswith(";"):
+        sql = sql[:-1].rstrip()
+    return sql
 
 
 def one_line(exc: BaseException) -> str:

@@ -29,6 +29,7 @@ from .base import (
     partition_value,
     qident,
     qlist,
+    select_body,
     selected_columns,
     write_error,
 )
@@ -180,10 +181,10 @@ class DuckDBEngine:
         if req.fields is None:
             run(f"DELETE FROM {t} WHERE {part} = ?", [value])
             out = run(f"INSERT INTO {t} ({qlist(columns)}, {part}) "
-                      f"SELECT {qlist(columns, 'src.')}, ? FROM ({req.sql}\n) AS src", [value])
+                      f"SELECT {qlist(columns, 'src.')}, ? FROM ({select_body(req)}\n) AS src", [value])
             return int(out[0][0])
         tmp = qident(f"_bf_src_{uuid.uuid4().hex}")
-        run(f"CREATE TEMP TABLE {tmp} AS SELECT {qlist(columns, 'src.')} FROM ({req.sql}\n) AS src")
+        run(f"CREATE TEMP TABLE {tmp} AS SELECT {qlist(columns, 'src.')} FROM ({select_body(req)}\n) AS src")
         for sql, n in merge_statements(req, tmp, "?"):
             run(sql, [value] * n)
         rows = int(run(f"SELECT count(*) FROM {tmp}")[0][0])

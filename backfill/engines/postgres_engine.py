@@ -34,6 +34,8 @@ from .base import (
     partition_value,
     qident,
     qlist,
+    qmark_to_format,
+    select_body,
     selected_columns,
     write_error,
 )
@@ -109,21 +111,6 @@ def _cancel(conn: Conn) -> None:
         conn.cancel_safe(timeout=5.0)
     else:
         conn.cancel()
-
-
-def _to_format_params(sql: str) -> str:
-    """`?` placeholders (outside quotes) to psycopg's `%s`; literal `%` doubled."""
-    out, quote = [], ""
-    for ch in sql:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "?":
-            out.append("%s")
-            continue
-        out.append("%%" if ch == "%" else ch)
-    return "".join(out)
 
 
 class PostgresEngine:
@@ -220,7 +207,7 @@ class PostgresEngine:
                     if token.cancelled:
                         raise WriteCancelled(f"{req.instance_id}: cancelled")
                     if duck is not None:
-                        duck.execute(f"SELECT {qlist(columns, 'src.')} FROM ({req.sql}\n) AS src")
+                        duck.execute(f"SELECT {qlist(columns, 'src.')} FROM ({select_body(req)}\n) AS src")
                     with conn.transaction(), conn.cursor() as cur:
                         rows = self._statements(req, value, columns, cur, duck, token)
                         _check(token, req)
@@ -251,11 +238,11 @@ class PostgresEngine:
             run(f"DELETE FROM {t} WHERE {part} = %s", [value])
             if duck is None:
                 return run(f"INSERT INTO {t} ({qlist(columns)}, {part}) SELECT {qlist(columns, 'src.')}, %s "
-                           f"FROM ({req.sql}\n) AS src", [value]).rowcount
+                           f"FROM ({select_body(req)}\n) AS src", [value]).rowcount
             return _copy(cur, f"COPY {t} ({qlist(columns)}, {part}) FROM STDIN", duck, (value,), token, req)
         if duck is None:
             run(f"CREATE TEMP TABLE {_TMP} ON COMMIT DROP AS SELECT {qlist(columns, 'src.')} "
-                f"FROM ({req.sql}\n) AS src")
+                f"FROM ({select_body(req)}\n) AS src")
         else:
             types = {f.name: pg_type(f.type) for f in req.table.fields}
             run(f"CREATE TEMP TABLE {_TMP} ({', '.join(f'{qident(c)} {types[c]}' for c in columns)}) "
@@ -278,7 +265,7 @@ class PostgresEngine:
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         if params and "%s" not in sql:
-            sql = _to_format_params(sql)
+            sql = qmark_to_format(sql)
         with self._pool.connection() as conn:
             try:
                 with conn.transaction(), conn.cursor() as cur:

@@ -15,6 +15,10 @@ from .scheduler import BackfillRun
 
 __all__ = ["run_flow", "prepare_prefect"]
 
+# Prefect keeps flow and task objects alive in its registries; they reach the run only through this
+# table, emptied when the flow ends, so no engine connection outlives its apply.
+_RUNS: dict[str, BackfillRun] = {}
+
 
 def prepare_prefect() -> None:
     """Environment for our flows: no telemetry, quiet logs."""
@@ -33,25 +37,34 @@ def run_flow(run: BackfillRun) -> dict[int, dict[str, int]]:
     from prefect.task_runners import ThreadPoolTaskRunner
 
     groups = sorted(run.groups)
+    key = run.run_id
+    _RUNS[key] = run
 
     @task(name="backfill-group", retries=0, persist_result=False, cache_policy=None)
-    def group_task(group: int) -> dict[str, int]:
-        return run.run_group(group)
+    def group_task(run_key: str, group: int) -> dict[str, int]:
+        return _RUNS[run_key].run_group(group)
 
-    def label(group: int) -> str:
-        rows = [run.jobs[i].row for i in run.groups[group]]
-        first, last = min(r.ds for r in rows)[:10], max(r.ds for r in rows)[:10]
-        span = first if first == last else f"{first}..{last}"
-        return f"{run.name} group {group}: {span} ({len(rows)} instances)"
+    labels = {g: _label(run, g) for g in groups}  # the flow body must not reference `run`
+    name = run.name
 
-    @flow(name="backfill", flow_run_name=run.name, task_runner=ThreadPoolTaskRunner(max_workers=max(1, len(groups))),
+    @flow(name="backfill", flow_run_name=name, task_runner=ThreadPoolTaskRunner(max_workers=max(1, len(groups))),
           persist_result=False, validate_parameters=False, log_prints=False)
     def backfill_flow() -> dict[int, dict[str, int]]:
         futures: dict[int, Any] = {
-            g: group_task.with_options(task_run_name=label(g)).submit(g) for g in groups
+            g: group_task.with_options(task_run_name=labels[g]).submit(key, g) for g in groups
         }
         return {g: f.result() for g, f in futures.items()}
 
-    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
-        result: dict[int, dict[str, int]] = backfill_flow()
+    try:
+        with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+            result: dict[int, dict[str, int]] = backfill_flow()
+    finally:
+        _RUNS.pop(key, None)
     return result
+
+
+def _label(run: BackfillRun, group: int) -> str:
+    rows = [run.jobs[i].row for i in run.groups[group]]
+    first, last = min(r.ds for r in rows)[:10], max(r.ds for r in rows)[:10]
+    span = first if first == last else f"{first}..{last}"
+    return f"{run.name} group {group}: {span} ({len(rows)} instances)"
