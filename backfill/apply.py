@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 import uuid
@@ -65,7 +66,10 @@ def hold_lock(ledger: Ledger, purpose: str, timeout: float, say: Callable[[str],
             break
         who = f"pid {holder['pid']} on {holder['host']} ({holder['purpose']})"
         if not holder["alive"]:
-            raise UserError(f"the ledger is locked by {who}, which is no longer running; "
+            if holder["host"] == socket.gethostname() and ledger.unlock(pid=int(holder["pid"])):
+                say(f"note: broke the lock of {who}, which is no longer running; recovering its instances")
+                continue
+            raise UserError(f"the ledger is locked by {who}, which is not known to be running; "
                             "run `backfill unlock` to break the lock")
         if time.monotonic() >= deadline:
             raise UserError(f"another apply holds the ledger lock: {who}; try again later or "

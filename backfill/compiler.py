@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlglot
-from sqlglot import exp
 
 from .errors import SpecError, snippet
 from .lineage import field_signatures, linked_fields, prune_projection
@@ -99,9 +98,13 @@ class ProjectCompiler:
     # --- names the templates resolve
     def physical(self, name: str) -> str:
         if name not in self.project.tables:
+            import difflib
+
             from jinja2 import TemplateRuntimeError
 
-            raise TemplateRuntimeError(f"ref('{name}'): unknown table; declare it in tables/")
+            close = difflib.get_close_matches(name, list(self.project.tables), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "declare it in tables/"
+            raise TemplateRuntimeError(f"ref('{name}'): unknown table; {hint}")
         return name
 
     def source_ref(self, path: str) -> str:
@@ -120,7 +123,8 @@ class ProjectCompiler:
         key = (table.name, shape_of(rendered.marked))
         found = self._checks.get(key)
         if found is None:
-            found = check_sql(rendered.sql, table, self.project.tables, self.project.dialect, self.engine_dialect)
+            found = check_sql(rendered.sql, table, self.project.tables, self.project.dialect,
+                              self.engine_dialect)
             self._checks[key] = found
         return found
 
@@ -159,7 +163,8 @@ class ProjectCompiler:
             tree = prune_projection(tree, keep)
         return tree.sql(dialect=self.engine_dialect)
 
-    def _make_transform(self, rendered: Rendered, check: ShapeCheck, keep: tuple[str, ...]) -> _Transform | None:
+    def _make_transform(self, rendered: Rendered, check: ShapeCheck, keep: tuple[str, ...]
+                        ) -> _Transform | None:
         values = mark_values(rendered.marked)
         placeholders = [_placeholder(v, i) for i, v in enumerate(values)]
         if any(p is None for p in placeholders):
@@ -207,7 +212,9 @@ def _locate(source: str, token: str, near_line: int) -> tuple[int, int]:
     if not token:
         return near_line, 1
     best: tuple[int, int, int] | None = None
-    pattern = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(token) + r"(?![A-Za-z0-9_])", re.I)
+    before = r"(?<![A-Za-z0-9_])" if re.match(r"\w", token) else ""  # whole words; punctuation as is
+    after = r"(?![A-Za-z0-9_])" if re.search(r"\w$", token) else ""
+    pattern = re.compile(before + re.escape(token) + after, re.I)
     for n, line in enumerate(source.splitlines(), start=1):
         for m in pattern.finditer(line):
             cand = (abs(n - near_line), n, m.start() + 1)
@@ -218,7 +225,8 @@ def _locate(source: str, token: str, near_line: int) -> tuple[int, int]:
 
 def _template_error(table: Table, exc: TemplateFailure, ds: str | None) -> SpecError:
     t = table.template
-    return SpecError(exc.message, file=t.file, line=exc.line + t.line_offset,
+    message = f"{exc.message} (table {table.name}" + (f", {ds})" if ds else ")")
+    return SpecError(message, file=t.file, line=exc.line + t.line_offset,
                      col=exc.col + t.col_offset, table=table.name, ds=ds,
                      detail=snippet(t.source, exc.line, exc.col))
 
@@ -228,7 +236,10 @@ def _sql_error(table: Table, problem: SqlProblem, rendered_sql: str, ds: str | N
     line, col = _locate(t.source, problem.token, problem.line)
     if not problem.token:
         line, col = min(problem.line, max(1, t.source.count("\n") + 1)), problem.col
-    detail = snippet(rendered_sql, problem.line, problem.col)
+    # the template line the location names, then the rendered SQL where sqlglot saw the problem
+    detail = snippet(t.source, line, col)
+    if (problem.line, problem.col) != (1, 1):
+        detail += "\n  rendered:\n" + snippet(rendered_sql, problem.line, problem.col)
     message = f"{problem.message} (table {table.name}" + (f", {ds})" if ds else ")")
     return SpecError(message, file=t.file, line=line + t.line_offset, col=col + t.col_offset,
                      table=table.name, ds=ds, detail=detail)

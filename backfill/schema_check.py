@@ -146,7 +146,7 @@ def _message(err: ValidationError, kind: str) -> tuple[str, tuple[str | int, ...
             (f"at least {lo}" if hi is None else f"at most {hi}")
         return f"{value} is out of range: must be {rng}", path, False
     if v == "maxLength":
-        return f"is {len(value)} characters long; at most {err.validator_value} are allowed", path, False
+        return f"is {len(value)} characters long; shorten it to at most {err.validator_value}", path, False
     if v == "minLength":
         return "must not be empty", path, False
     if v == "pattern":

@@ -65,6 +65,7 @@ class _Loader:
         self.root = root
         self.errors: list[SpecError] = []
         self.broken: set[str] = set()  # names of specs that failed: no follow-on errors about them
+        self.name_at: dict[str, tuple[int, int]] = {}  # spec file -> where its `name` value stands
 
     def read(self, path: Path, kind: str) -> Located | None:
         doc = load_yaml_file(path, _rel(self.root, path))
@@ -115,11 +116,13 @@ class _Loader:
         if doc is None:
             return None
         v, file = doc.value, doc.file
+        self.name_at[file] = doc.where(("name",))
         ok = True
         if "sql" in v:
             sql_path = (path.parent / v["sql"]).resolve()
             if not sql_path.is_file():
                 self.errors.append(doc.error(("sql",), f"template file '{v['sql']}' not found (relative to {file})"))
+                self.broken.update((path.stem, v["name"]))
                 return None
             template = Template(sql_path.read_text(encoding="utf-8"), _rel(self.root, sql_path))
         else:
@@ -142,6 +145,7 @@ class _Loader:
                 self.errors.append(doc.error(("primary_key", i), f"primary key '{key}' is not a declared field"))
                 ok = False
         if not ok:
+            self.broken.update((path.stem, v["name"]))
             return None
         return Table(
             name=v["name"], kind=v["kind"], fields=fields, template=template, spec_file=file,
@@ -235,8 +239,8 @@ class _Loader:
     def timestamp(self, doc: Located, at: tuple[str | int, ...], text: str) -> tuple[datetime, bool] | None:
         try:
             return parse_timestamp(text)
-        except ValueError:
-            self.errors.append(doc.error(at, f"'{text}' is not a real date or hour"))
+        except ValueError as exc:
+            self.errors.append(doc.error(at, f"'{text}' is not a real date or hour: {exc}"))
             return None
 
 
@@ -275,9 +279,10 @@ def load_project(root: str | Path) -> Project:
         if table is None:
             continue
         if table.name in tables:
+            line, col = loader.name_at.get(table.spec_file, (1, 1))
             loader.errors.append(SpecError(
-                f"table '{table.name}' is already declared in {tables[table.name].spec_file}",
-                file=table.spec_file, line=1, col=1))
+                f"table '{table.name}' is already declared in {tables[table.name].spec_file}; rename one of them",
+                file=table.spec_file, line=line, col=col, key_path=("name",)))
             continue
         tables[table.name] = table
     backfills: dict[str, Backfill] = {}

@@ -8,6 +8,7 @@ the project dialect to the engine dialect.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import OptimizeError, ParseError, SqlglotError
 from sqlglot.optimizer.qualify import qualify
+from sqlglot.tokens import TokenType
 
 from .model import Table
 
@@ -79,8 +81,10 @@ def check_sql(
     except SqlglotError as exc:
         return ShapeCheck((SqlProblem(f"SQL: {exc}", 1, 1),))
     if len(statements) != 1:
+        line, col, token = _first_semicolon(sql, dialect)
         return ShapeCheck((SqlProblem(
-            f"the template renders {len(statements)} statements; it must be exactly one SELECT", 1, 1),))
+            f"the template renders {len(statements)} statements; it must be exactly one SELECT"
+            + ("; remove the ';' and what follows it" if token else ""), line, col, token),))
     tree = statements[0]
     for node in tree.walk():
         if isinstance(node, _WRITES):
@@ -126,12 +130,12 @@ def check_sql(
                                 quote_identifiers=False, identify=False)
             selects = qualified.named_selects
         except OptimizeError as exc:
-            return ShapeCheck((_optimize_problem(str(exc)),), tuple(reads))
+            return ShapeCheck((_optimize_problem(str(exc), tree, schema),), tuple(reads))
     else:
         if any(isinstance(s, exp.Star) or (isinstance(s, exp.Column) and isinstance(s.this, exp.Star))
                for s in tree.selects):
-            return ShapeCheck((SqlProblem("SELECT * from a source file: list the columns explicitly", 1, 1, "*"),),
-                              tuple(reads), has_table_functions=True)
+            star = SqlProblem("SELECT * from a source file: list the columns explicitly", 1, 1, "*")
+            return ShapeCheck((star,), tuple(reads), has_table_functions=True)
         selects = tree.named_selects
     problems.extend(_projection_problems(tree, selects, table))
     if problems:
@@ -144,15 +148,80 @@ def name_of_self(table: Table) -> str:
     return table.name
 
 
-def _optimize_problem(message: str) -> SqlProblem:
-    m = re.search(r"Column '([^']+)' could not be resolved(?:.*?Line: (\d+), Col: (\d+))?", message, re.S)
+def _first_semicolon(sql: str, dialect: str) -> tuple[int, int, str]:
+    """Where the first statement ends: (line, col, ';'), or (1, 1, '') if the tokens do not say."""
+    try:
+        for tok in sqlglot.tokenize(sql, read=dialect):
+            if tok.token_type == TokenType.SEMICOLON:
+                return tok.line, tok.col, ";"
+    except SqlglotError:
+        pass
+    return 1, 1, ""
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name.lower(), sorted(set(candidates)), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _optimize_problem(message: str, tree: exp.Expression, schema: Mapping[str, Mapping[str, str]]
+                      ) -> SqlProblem:
+    """A qualify failure, said in the user's words and located at the offending column."""
+    every = [c for cols in schema.values() for c in cols]
+    m = re.search(r"Column '([^']+)' could not be resolved( for table: '([^']+)')?"
+                  r"(?:.*?Line: (\d+), Col: (\d+))?", message, re.S)
     if m:
         col_name = m.group(1).split(".")[-1].strip('"')
-        line, col = int(m.group(2) or 1), int(m.group(3) or 1)
-        return SqlProblem(f"unknown column '{m.group(1)}': it is not a declared field of the tables read here",
-                          line, max(1, col - len(col_name) + 1), col_name)
+        line, col = int(m.group(4) or 1), int(m.group(5) or 1)
+        col = max(1, col - len(col_name) + 1)
+        if m.group(3):
+            return SqlProblem(f"unknown column '{m.group(3)}.{col_name}': no table or alias '{m.group(3)}' "
+                              "is read here", line, col, col_name)
+        owners = sorted(t for t, cols in schema.items() if col_name.lower() in cols)
+        if len(owners) > 1:
+            return SqlProblem(f"column '{col_name}' is ambiguous: it is a field of {' and '.join(owners)}; "
+                              "qualify it with a table alias", line, col, col_name)
+        return SqlProblem(f"unknown column '{col_name}': it is not a declared field of the tables read here"
+                          + _did_you_mean(col_name, every), line, col, col_name)
+    m = re.match(r"Unknown column: (\S+)", message)
+    if m:
+        name = m.group(1).strip('"').lower()
+        node = _find_unknown_column(tree, name, schema)
+        if node is not None:
+            line, col = _pos(node)
+            shown = node.sql()
+            source = _source_table(tree, node.table)
+            if source is not None and source in schema:
+                return SqlProblem(f"unknown column '{shown}': table '{source}' has no field '{node.name}'"
+                                  + _did_you_mean(node.name, list(schema[source])), line, col, node.name)
+            return SqlProblem(f"unknown column '{shown}': it is not a declared field of the tables read here"
+                              + _did_you_mean(node.name, every), line, col, node.name)
+        return SqlProblem(f"unknown column '{name}': it is not a declared field of the tables read here"
+                          + _did_you_mean(name, every), 1, 1, name)
     first = message.splitlines()[0] if message else "cannot resolve the query"
     return SqlProblem(f"SQL: {first}", 1, 1)
+
+
+def _source_table(tree: exp.Expression, alias: str) -> str | None:
+    """The declared table an alias (or bare table name) stands for, if any."""
+    if not alias:
+        return None
+    for t in tree.find_all(exp.Table):
+        if isinstance(t.this, exp.Identifier) and alias.lower() in (t.alias_or_name.lower(), t.name.lower()):
+            return t.name
+    return None
+
+
+def _find_unknown_column(tree: exp.Expression, name: str, schema: Mapping[str, Mapping[str, str]]
+                         ) -> exp.Column | None:
+    """The first column named `name` that its table does not have (else the first named so)."""
+    named = [c for c in tree.find_all(exp.Column) if c.name.lower() == name]
+    named.sort(key=lambda c: _pos(c))
+    for c in named:
+        source = _source_table(tree, c.table)
+        if source is None or name not in {k.lower() for k in schema.get(source, {})}:
+            return c
+    return named[0] if named else None
 
 
 def _projection_problems(tree: exp.Query, selects: list[str], table: Table) -> list[SqlProblem]:
@@ -167,7 +236,8 @@ def _projection_problems(tree: exp.Query, selects: list[str], table: Table) -> l
             out.append(SqlProblem(f"column '{name}' is selected twice", line, col, name))
         seen.add(name)
         if name == table.partition:
-            out.append(SqlProblem(f"do not select the partition column '{name}': the tool adds it", line, col, name))
+            out.append(SqlProblem(f"do not select the partition column '{name}': the tool adds it",
+                                  line, col, name))
         elif name not in declared:
             out.append(SqlProblem(
                 f"selects '{name}', which is not a declared field of '{table.name}'; declare it or remove it",
@@ -175,5 +245,6 @@ def _projection_problems(tree: exp.Query, selects: list[str], table: Table) -> l
     missing = [f for f in declared if f not in seen]
     if missing:
         out.append(SqlProblem(
-            f"does not select declared field(s) {', '.join(missing)} of '{table.name}'", 1, 1, "SELECT"))
+            f"does not select declared field(s) {', '.join(missing)} of '{table.name}'; select them "
+            "(with AS to name an expression) or remove them from fields", 1, 1, "SELECT"))
     return out

@@ -61,6 +61,9 @@ def strip_marks(text: str) -> str:
 
 
 def _finalize(value: Any) -> str:
+    if isinstance(value, jinja2.Undefined):
+        str(value)  # a StrictUndefined raises UndefinedError, naming the variable
+        raise jinja2.UndefinedError("a template variable is undefined")
     if isinstance(value, DateText):
         return MARK_OPEN + value + MARK_CLOSE
     if isinstance(value, SqlText):
@@ -276,6 +279,10 @@ def _describe(exc: jinja2.TemplateError) -> str:
     if isinstance(exc, SecurityError):
         return f"template tried something the sandbox forbids: {exc.message}"
     if isinstance(exc, UndefinedError):
+        m = re.fullmatch(r"'dict object' has no attribute '([^']*)'", exc.message or "")
+        if m:
+            return f"undefined template variable: no param '{m.group(1)}'; " \
+                "add it to params in project.yaml or in the backfill"
         return f"undefined template variable: {exc.message}; define it in params or use a built-in variable"
     return f"template: {exc.message}"
 
@@ -298,9 +305,12 @@ def _column_of(source: str, line: int, exc: BaseException) -> int:
     text = lines[line - 1]
     m = re.search(r"'([A-Za-z_][A-Za-z0-9_]*)'", str(getattr(exc, "message", "") or ""))
     if m:
-        i = text.find(m.group(1))
-        if i >= 0:
-            return i + 1
+        name = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(m.group(1)) + r"(?![A-Za-z0-9_])")
+        # the name inside a {{ }} or {% %} of the line, else anywhere on it
+        for span in [*re.finditer(r"\{\{.*?\}\}|\{%.*?%\}", text), None]:
+            hit = name.search(text, span.start(), span.end()) if span else name.search(text)
+            if hit:
+                return hit.start() + 1
     i = text.find("{{")
     return i + 1 if i >= 0 else 1
 
