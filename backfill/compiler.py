@@ -95,6 +95,10 @@ class ProjectCompiler:
     def engine_dialect(self) -> str:
         return self.project.engine.dialect
 
+    def target_dialect(self, table: Table) -> str:
+        """Integration tables are extracted from their sources by DuckDB, whatever the warehouse."""
+        return "duckdb" if table.kind == "integration" else self.engine_dialect
+
     # --- names the templates resolve
     def physical(self, name: str) -> str:
         if name not in self.project.tables:
@@ -124,7 +128,7 @@ class ProjectCompiler:
         found = self._checks.get(key)
         if found is None:
             found = check_sql(rendered.sql, table, self.project.tables, self.project.dialect,
-                              self.engine_dialect)
+                              self.target_dialect(table))
             self._checks[key] = found
         return found
 
@@ -138,7 +142,7 @@ class ProjectCompiler:
         check = self.check(table, rendered)
         if check.problems:
             return [_sql_error(table, p, rendered.sql, ds) for p in check.problems]
-        sql = rendered.sql if self.project.dialect == self.engine_dialect else \
+        sql = rendered.sql if self.project.dialect == self.target_dialect(table) else \
             self.transformed(table, rendered, check, ())
         reads = tuple(sorted(set(check.reads) | set(rendered.refs)))
         return CompiledSql(sql, reads, fingerprint(sql, self.write_signature(table)))
@@ -150,21 +154,21 @@ class ProjectCompiler:
     def transformed(self, table: Table, rendered: Rendered, check: ShapeCheck, keep: tuple[str, ...]) -> str:
         """Engine SQL of an instance, optionally pruned to the fields `keep`."""
         key = (table.name, shape_of(rendered.marked), keep)
+        dialect = self.target_dialect(table)
         if key not in self._transforms:
-            self._transforms[key] = self._make_transform(rendered, check, keep)
+            self._transforms[key] = self._make_transform(rendered, keep, dialect)
         transform = self._transforms[key]
         if transform is None:
-            return self._transform_text(rendered.sql, keep)
+            return self._transform_text(rendered.sql, keep, dialect)
         return transform.fill(mark_values(rendered.marked))
 
-    def _transform_text(self, sql: str, keep: tuple[str, ...]) -> str:
+    def _transform_text(self, sql: str, keep: tuple[str, ...], dialect: str) -> str:
         tree = sqlglot.parse_one(sql, read=self.project.dialect)
         if keep:
             tree = prune_projection(tree, keep)
-        return tree.sql(dialect=self.engine_dialect)
+        return tree.sql(dialect=dialect)
 
-    def _make_transform(self, rendered: Rendered, check: ShapeCheck, keep: tuple[str, ...]
-                        ) -> _Transform | None:
+    def _make_transform(self, rendered: Rendered, keep: tuple[str, ...], dialect: str) -> _Transform | None:
         values = mark_values(rendered.marked)
         placeholders = [_placeholder(v, i) for i, v in enumerate(values)]
         if any(p is None for p in placeholders):
@@ -174,7 +178,7 @@ class ProjectCompiler:
         text = strip_marks(_MARKED.sub(lambda m: next(slots), rendered.marked))
         if any(text.count(p) != 1 for p in phs):
             return None
-        out = self._transform_text(text, keep)
+        out = self._transform_text(text, keep, dialect)
         if any(out.count(p) != 1 for p in phs):
             return None
         return _Transform(out, phs)
@@ -188,7 +192,7 @@ class ProjectCompiler:
             if tree is not None and not check.has_table_functions:
                 from sqlglot.optimizer.qualify import qualify
 
-                schema = {n: {**{f.name: f.type for f in self.project.tables[n].fields},
+                schema: dict[str, object] = {n: {**{f.name: f.type for f in self.project.tables[n].fields},
                               self.project.tables[n].partition: partition_type(self.project.tables[n])}
                           for n in check.reads}
                 qualified = qualify(tree.copy(), schema=schema, dialect=self.project.dialect,

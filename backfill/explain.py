@@ -56,7 +56,7 @@ def _table_rows(p: BackfillPlan) -> list[tuple[str, Counter[str], list[str], str
     rows = []
     for t in p.tables:
         insts = per.get(t, [])
-        counts = Counter(i.action for i in insts)
+        counts: Counter[str] = Counter(str(i.action) for i in insts)
         note = []
         if insts and insts[0].mode != "run":
             note.append("skip (ends paused)" if insts[0].mode == "skip" else "dry-run")
@@ -111,7 +111,8 @@ def plan_to_markdown(plans: tuple[BackfillPlan, ...] | list[BackfillPlan]) -> st
         out.append("| table | new | stale | failed | done | dates | notes |")
         out.append("|---|---:|---:|---:|---:|---|---|")
         for t, cc, dss, note in _table_rows(p):
-            out.append(f"| `{t}` | {cc['new']} | {cc['stale']} | {cc['failed']} | {cc['done']} | {_span(dss)} | {note} |")
+            cells = [f"`{t}`", *(str(cc[a]) for a in ("new", "stale", "failed", "done")), _span(dss), note]
+            out.append("| " + " | ".join(cells) + " |")
         out.append("")
         out.append("<details><summary>groups</summary>")
         out.append("")

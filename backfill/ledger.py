@@ -216,7 +216,7 @@ class Ledger:
                 sa.select(T_INSTANCES.c.id, T_INSTANCES.c.status, T_INSTANCES.c.fingerprint))}
             names: dict[str, str] = {}
             taken: set[str] = set()
-            for name, key, created in conn.execute(sa.select(T_BACKFILLS.c.name, T_BACKFILLS.c.spec_key,
+            for name, key, _created in conn.execute(sa.select(T_BACKFILLS.c.name, T_BACKFILLS.c.spec_key,
                                                               T_BACKFILLS.c.created_at).order_by("created_at")):
                 names.setdefault(key, name)
                 taken.add(name)
@@ -325,8 +325,8 @@ class Ledger:
                         conn.execute(T_PARTITIONS.delete().where(T_PARTITIONS.c.table_name == table,
                                                                  T_PARTITIONS.c.ds == ds))
                     else:
-                        conn.execute(T_PARTITIONS.delete().where(T_PARTITIONS.c.table_name == table,
-                                                                 T_PARTITIONS.c.ds == ds, T_PARTITIONS.c.field == field))
+                        conn.execute(T_PARTITIONS.delete().where(
+                            T_PARTITIONS.c.table_name == table, T_PARTITIONS.c.ds == ds, T_PARTITIONS.c.field == field))
                     conn.execute(T_PARTITIONS.insert().values(table_name=table, ds=ds, field=field, fingerprint=fp,
                                                               instance_id=u["id"], written_at=now))
 
@@ -356,7 +356,7 @@ class Ledger:
         if table:
             q = q.where(T_PARTITIONS.c.table_name == table)
         with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+            return [(str(t), str(d), str(f), str(fp)) for t, d, f, fp in conn.execute(q)]
 
     # ------------------------------------------------------------------ saved plans
     def consume_plan(self, plan_id: str) -> bool:

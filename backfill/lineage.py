@@ -22,7 +22,7 @@ def _leaves(column: exp.Column, scope: Scope, filters: set[str], seen: set[int])
         if where is not None:
             filters.add(where.sql())
         out: set[str] = set()
-        for sel in source.expression.selects:
+        for sel in _selects(source.expression):
             if sel.alias_or_name == column.name:
                 for col in sel.find_all(exp.Column):
                     out |= _leaves(col, source, filters, seen)
@@ -33,14 +33,18 @@ def _leaves(column: exp.Column, scope: Scope, filters: set[str], seen: set[int])
     return {column.sql()}
 
 
-def field_signatures(tree: exp.Expression) -> dict[str, Signature]:
+def _selects(node: exp.Expr) -> list[exp.Expr]:
+    return list(node.selects) if isinstance(node, exp.Query) else []
+
+
+def field_signatures(tree: exp.Expr) -> dict[str, Signature]:
     """For each output field of a qualified SELECT: (source columns it reads, filters on its path)."""
     root = build_scope(tree)
     if root is None:
         return {}
     where = tree.args.get("where")
     out: dict[str, Signature] = {}
-    for sel in tree.selects:
+    for sel in _selects(tree):
         filters: set[str] = {where.sql()} if where is not None else set()
         inputs: set[str] = set()
         for col in sel.find_all(exp.Column):
@@ -56,7 +60,7 @@ def linked_fields(signatures: dict[str, Signature], chosen: Sequence[str], keys:
             if name not in chosen and name not in keys and sig in wanted and sig[0]]
 
 
-def prune_projection(tree: exp.Expression, keep: Sequence[str]) -> exp.Expression:
+def prune_projection(tree: exp.Expr, keep: Sequence[str]) -> exp.Expr:
     """A copy of the SELECT whose outer projection holds only `keep` (in the original order)."""
     pruned = tree.copy()
     if isinstance(pruned, exp.Select):

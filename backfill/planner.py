@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Literal, cast
 
 from .compiler import CompiledSql, ProjectCompiler
 from .dag import downstream_of, find_cycle, topological_order
@@ -195,8 +195,8 @@ def plan_backfill(
     """Expand one backfill into instances, in execution order. Raises SpecErrors."""
     params = {**project.params, **spec.params}
     name = default_name(spec, ledger, today)
-    intervals = spec.data_timestamp or (DateInterval(*(2 * [datetime.combine(today - timedelta(days=1),
-                                                                               datetime.min.time())])),)
+    t_minus_1 = datetime.combine(today - timedelta(days=1), datetime.min.time())
+    intervals = spec.data_timestamp or (DateInterval(t_minus_1, t_minus_1),)
     if graph is None:
         graph, errs = project_graph(compiler, intervals[0].start, spec.params)
         if errs:
@@ -251,7 +251,7 @@ def plan_backfill(
                 else:
                     cand = ids_by.get((up, ts.date()), [])
                 upstream.extend(c for c in cand if c != inst_id)
-            sql, fp, linked = compiled.sql, compiled.fingerprint, ()
+            sql, fp, linked = compiled.sql, compiled.fingerprint, cast(tuple[str, ...], ())
             if fields:
                 sql, linked = compiler.field_selection(table, ts, params, fields)
                 fp = compiler_fp(compiler, table, sql)

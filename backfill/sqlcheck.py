@@ -23,7 +23,7 @@ from .model import Table
 
 __all__ = ["ShapeCheck", "SqlProblem", "check_sql", "partition_type"]
 
-_WRITES: tuple[type[exp.Expression], ...] = (
+_WRITES: tuple[type[exp.Expr], ...] = (
     exp.Insert, exp.Delete, exp.Update, exp.Create, exp.Drop, exp.Merge, exp.Command, exp.Alter,
     exp.TruncateTable, exp.Copy,
 )
@@ -45,20 +45,25 @@ class ShapeCheck:
     reads: tuple[str, ...] = ()  # declared tables the SQL reads
     engine_sql: str = ""  # the checked SQL in the engine dialect
     has_table_functions: bool = False
-    tree: exp.Expression | None = field(default=None, compare=False)
+    tree: exp.Expr | None = field(default=None, compare=False)
 
 
 def partition_type(table: Table) -> str:
     return "TIMESTAMP" if table.hourly else "DATE"
 
 
-def _pos(node: exp.Expression) -> tuple[int, int]:
-    target = node.this if isinstance(node.this, exp.Identifier) else node
-    meta = target.meta if isinstance(target, exp.Expression) else {}
-    return int(meta.get("line", 1)), max(1, int(meta.get("col", 1)) - len(node.name) + 1)
+def _pos(node: exp.Expr) -> tuple[int, int]:
+    """Where a column or an alias starts (sqlglot keeps where its identifier ends)."""
+    name = node.name
+    if isinstance(node, exp.Alias) and isinstance(node.args.get("alias"), exp.Identifier):
+        target, name = node.args["alias"], node.alias
+    else:
+        target = node.this if isinstance(node.this, exp.Identifier) else node
+    meta = target.meta if isinstance(target, exp.Expr) else {}
+    return int(meta.get("line", 1)), max(1, int(meta.get("col", 1)) - len(name) + 1)
 
 
-def _statement_kind(node: exp.Expression) -> str:
+def _statement_kind(node: exp.Expr) -> str:
     if isinstance(node, exp.Command):
         return str(node.this).upper()
     return type(node).__name__.upper().replace("TRUNCATETABLE", "TRUNCATE")
@@ -75,9 +80,10 @@ def check_sql(
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except ParseError as exc:
         e = exc.errors[0] if exc.errors else {}
+        highlight = str(e.get("highlight") or "")  # sqlglot's col is where the highlight ends
+        col = max(1, int(e.get("col") or 1) - len(highlight) + 1)
         return ShapeCheck((SqlProblem(f"SQL syntax: {e.get('description', str(exc))}",
-                                      int(e.get("line") or 1), int(e.get("col") or 1),
-                                      str(e.get("highlight") or "")),))
+                                      int(e.get("line") or 1), col, highlight),))
     except SqlglotError as exc:
         return ShapeCheck((SqlProblem(f"SQL: {exc}", 1, 1),))
     if len(statements) != 1:
@@ -120,7 +126,7 @@ def check_sql(
         return ShapeCheck(tuple(problems), tuple(reads), has_table_functions=table_functions)
 
     if not table_functions:
-        schema = {
+        schema: dict[str, object] = {
             name: {**{f.name: f.type for f in tables[name].fields},
                    tables[name].partition: partition_type(tables[name])}
             for name in reads
@@ -164,7 +170,7 @@ def _did_you_mean(name: str, candidates: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _optimize_problem(message: str, tree: exp.Expression, schema: Mapping[str, Mapping[str, str]]
+def _optimize_problem(message: str, tree: exp.Expr, schema: Mapping[str, Mapping[str, str]]
                       ) -> SqlProblem:
     """A qualify failure, said in the user's words and located at the offending column."""
     every = [c for cols in schema.values() for c in cols]
@@ -202,7 +208,7 @@ def _optimize_problem(message: str, tree: exp.Expression, schema: Mapping[str, M
     return SqlProblem(f"SQL: {first}", 1, 1)
 
 
-def _source_table(tree: exp.Expression, alias: str) -> str | None:
+def _source_table(tree: exp.Expr, alias: str) -> str | None:
     """The declared table an alias (or bare table name) stands for, if any."""
     if not alias:
         return None
@@ -212,7 +218,7 @@ def _source_table(tree: exp.Expression, alias: str) -> str | None:
     return None
 
 
-def _find_unknown_column(tree: exp.Expression, name: str, schema: Mapping[str, Mapping[str, str]]
+def _find_unknown_column(tree: exp.Expr, name: str, schema: Mapping[str, Mapping[str, str]]
                          ) -> exp.Column | None:
     """The first column named `name` that its table does not have (else the first named so)."""
     named = [c for c in tree.find_all(exp.Column) if c.name.lower() == name]

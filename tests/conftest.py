@@ -98,9 +98,8 @@ TUTORIAL_TABLES = ("ods_product", "ods_customer", "ods_order", "dim_products", "
 def warehouse_rows(project: Path, table: str, ds: str) -> list[tuple[object, ...]]:
     """Rows of one partition, read back from the DuckDB file in declared field order, sorted like the oracle."""
     import duckdb
-    import yaml
-
     import oracle
+    import yaml
 
     spec = yaml.safe_load((project / "tables" / f"{table}.yaml").read_text())
     cols = ", ".join(f'"{f["name"]}"' for f in spec["fields"])

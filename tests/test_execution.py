@@ -50,7 +50,8 @@ def test_a_failing_instance_blocks_only_its_downstream_and_the_rest_of_its_group
         tutorial: Path, prefect_api: str) -> None:
     sql = tutorial / "sql" / "fct_order_buy_di.sql"
     sql.write_text(sql.read_text().replace(
-        "    o.quantity,", "    {% if ds == '2026-07-03' %}o.quantity // 0 AS quantity,{% else %}o.quantity,{% endif %}"))
+        "    o.quantity,",
+        "    {% if ds == '2026-07-03' %}o.quantity // 0 AS quantity,{% else %}o.quantity,{% endif %}"))
     report = apply_project(tutorial, say=lambda m: None)
     assert not report.ok
     status = _statuses(tutorial, "tutorial_logical")

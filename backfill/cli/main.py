@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -42,10 +43,8 @@ def _stop_prefect() -> None:
     if server_module is None:
         return
     for server in list(getattr(server_module.SubprocessASGIServer, "_instances", {}).values()):
-        try:
+        with contextlib.suppress(Exception):  # best effort at exit
             server.stop()
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
 
 
 def run() -> None:

@@ -34,21 +34,24 @@ def run_flow(run: BackfillRun) -> dict[int, dict[str, int]]:
     prepare_prefect()
     from prefect import flow, task
     from prefect.settings import temporary_settings
+    from prefect.cache_policies import NO_CACHE
     from prefect.task_runners import ThreadPoolTaskRunner
 
     groups = sorted(run.groups)
     key = run.run_id
     _RUNS[key] = run
 
-    @task(name="backfill-group", retries=0, persist_result=False, cache_policy=None)
+    @task(name="backfill-group", retries=0, persist_result=False, cache_policy=NO_CACHE)
     def group_task(run_key: str, group: int) -> dict[str, int]:
         return _RUNS[run_key].run_group(group)
 
     labels = {g: _label(run, g) for g in groups}  # the flow body must not reference `run`
     name = run.name
 
-    @flow(name="backfill", flow_run_name=name, task_runner=ThreadPoolTaskRunner(max_workers=max(1, len(groups))),
-          persist_result=False, validate_parameters=False, log_prints=False)
+    runner: Any = ThreadPoolTaskRunner(max_workers=max(1, len(groups)))
+
+    @flow(name="backfill", flow_run_name=name, task_runner=runner, persist_result=False,
+          validate_parameters=False, log_prints=False)
     def backfill_flow() -> dict[int, dict[str, int]]:
         futures: dict[int, Any] = {
             g: group_task.with_options(task_run_name=labels[g]).submit(key, g) for g in groups
