@@ -242,8 +242,9 @@ def _sql_error(table: Table, problem: SqlProblem, rendered_sql: str, ds: str | N
         line, col = min(problem.line, max(1, t.source.count("\n") + 1)), problem.col
     # the template line the location names, then the rendered SQL where sqlglot saw the problem
     detail = snippet(t.source, line, col)
-    if (problem.line, problem.col) != (1, 1):
-        detail += "\n  rendered:\n" + snippet(rendered_sql, problem.line, problem.col)
+    rendered_line = snippet(rendered_sql, problem.line, problem.col)
+    if (problem.line, problem.col) != (1, 1) and rendered_line != detail:
+        detail += "\n  rendered:\n" + rendered_line
     message = f"{problem.message} (table {table.name}" + (f", {ds})" if ds else ")")
     return SpecError(message, file=t.file, line=line + t.line_offset, col=col + t.col_offset,
                      table=table.name, ds=ds, detail=detail)

@@ -149,7 +149,9 @@ def _depends_on_error(table: Table, reads: Iterable[str]) -> SpecError:
         parts.append("the SQL reads " + ", ".join(sorted(actual - declared)) + " not listed in depends_on")
     if declared - actual:
         parts.append("depends_on lists " + ", ".join(sorted(declared - actual)) + " which the SQL does not read")
-    return SpecError("; ".join(parts), file=table.spec_file, line=1, col=1, table=table.name)
+    fix = "list exactly the tables the SQL reads, or drop depends_on to infer them"
+    return SpecError("; ".join(parts) + "; " + fix, file=table.spec_file, line=1, col=1, table=table.name,
+                     key_path=("depends_on",))
 
 
 def _selected(selection: object, table: str) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import jinja2
@@ -41,6 +42,10 @@ __all__ = [
 ]
 
 MARK_OPEN, MARK_CLOSE = "\ue000", "\ue001"
+# around a text value while rendering: checked to stand outside SQL strings and comments, then quoted
+_TEXT_OPEN, _TEXT_CLOSE = "\ue002", "\ue003"
+_PRIVATE = re.compile("[\ue000-\ue003]")
+_SQL_QUOTING = re.compile("['\"\ue002]|--|/\\*")
 _MARKS = re.compile(f"{MARK_OPEN}([^{MARK_CLOSE}]*){MARK_CLOSE}")
 
 
@@ -52,8 +57,21 @@ class DateText(SqlText):
     """A date or time the tool formatted from the data timestamp (digits and separators only)."""
 
 
-def quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+def quote_literal(value: str, dialect: str | None = None) -> str:
+    """A SQL string literal of `value`; dialects where a backslash escapes (hive, mysql...) get theirs."""
+    if dialect is None or dialect in _STANDARD_STRINGS:
+        return "'" + value.replace("'", "''") + "'"
+    return _dialect_literal(value, dialect)
+
+
+_STANDARD_STRINGS = frozenset({"duckdb", "postgres", "trino", "presto", "sqlite"})
+
+
+@lru_cache(maxsize=4096)
+def _dialect_literal(value: str, dialect: str) -> str:
+    from sqlglot import exp
+
+    return exp.Literal.string(value).sql(dialect=dialect)
 
 
 def strip_marks(text: str) -> str:
@@ -83,7 +101,10 @@ def _finalize(value: Any) -> str:
     if isinstance(value, date):
         return _finalize(DateText(value.isoformat()))
     if isinstance(value, str):
-        return quote_literal(value)
+        if _PRIVATE.search(value):
+            raise jinja2.TemplateRuntimeError("a text value holds a private-use character U+E000..U+E003; "
+                                              "remove it from the param")
+        return _TEXT_OPEN + value + _TEXT_CLOSE
     if isinstance(value, list | tuple):
         return "(" + ", ".join(_finalize(v) for v in value) + ")"
     raise jinja2.TemplateRuntimeError(f"cannot render a value of type {type(value).__name__} into SQL")
@@ -208,8 +229,10 @@ def _sched_jinja(source: str) -> str:
 class CompiledTemplate:
     """A table's template compiled once; `render` is called per data timestamp."""
 
-    def __init__(self, table: Table, physical: Callable[[str], str], source_ref: Callable[[str], str]):
+    def __init__(self, table: Table, physical: Callable[[str], str], source_ref: Callable[[str], str],
+                 dialect: str | None = None):
         self.table = table
+        self.dialect = dialect  # of the rendered SQL: how text values are quoted
         self.template: Template = table.template
         self._physical = physical
         self._source_ref = source_ref
@@ -261,7 +284,25 @@ class CompiledTemplate:
         except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
             line = _template_line(exc)
             raise TemplateFailure(f"template: {exc}", line, 1) from None
+        if _TEXT_OPEN in out:
+            out = self._quote_text(out)
         return Rendered(out, tuple(refs))
+
+    def _quote_text(self, out: str) -> str:
+        """Quote every text value, refusing one rendered inside a SQL string, quoted name or comment."""
+        misplaced = _text_in_quotes(out)
+        if misplaced is not None:
+            pos, where = misplaced
+            line = out.count("\n", 0, pos) + 1
+            lines = self.template.source.splitlines()
+            text = lines[line - 1] if 1 <= line <= len(lines) else ""
+            col = text.find("{{") + 1 or 1
+            raise TemplateFailure(
+                f"a text value is rendered inside {where}; it renders as a complete quoted SQL literal: "
+                "remove the quotes around it, or build the whole text in Jinja, e.g. {{ '%' ~ params.x ~ '%' }}",
+                line, col)
+        return re.sub(f"{_TEXT_OPEN}([^{_TEXT_CLOSE}]*){_TEXT_CLOSE}",
+                      lambda m: quote_literal(m.group(1), self.dialect), out)
 
     def error(self, failure: TemplateFailure, ds: str | None = None) -> SpecError:
         t = self.template
@@ -313,6 +354,30 @@ def _column_of(source: str, line: int, exc: BaseException) -> int:
                 return hit.start() + 1
     i = text.find("{{")
     return i + 1 if i >= 0 else 1
+
+
+def _text_in_quotes(sql: str) -> tuple[int, str] | None:
+    """(offset, what) of the first text value inside a quoted SQL string, quoted name or comment."""
+    i = 0
+    while True:
+        m = _SQL_QUOTING.search(sql, i)
+        if m is None:
+            return None
+        tok, pos = m.group(0), m.start()
+        if tok == _TEXT_OPEN:
+            i = sql.index(_TEXT_CLOSE, pos) + 1  # values hold no marker (see _finalize)
+            continue
+        if tok in ("'", '"'):
+            end, where = sql.find(tok, pos + 1), "a quoted SQL string" if tok == "'" else "a quoted SQL name"
+        elif tok == "--":
+            end, where = sql.find("\n", pos), "a SQL comment"
+        else:
+            end, where = sql.find("*/", pos + 2), "a SQL comment"
+        end = len(sql) if end < 0 else end
+        inside = sql.find(_TEXT_OPEN, pos, end)
+        if inside >= 0:
+            return inside, where
+        i = end + 1
 
 
 def compile_template(table: Table, physical: Callable[[str], str], source_ref: Callable[[str], str]

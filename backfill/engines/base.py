@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
+from ..errors import UserError
 from ..model import Table
 from ..sqlcheck import partition_type
 
@@ -87,8 +88,10 @@ class WriteCancelled(Exception):
     """write_partition was cancelled through its token; nothing was committed."""
 
 
-class EngineError(RuntimeError):
-    """An engine statement failed; the message carries the engine's own error text."""
+class EngineError(UserError, RuntimeError):
+    """An engine statement failed; the message carries the engine's own error text.
+
+    Outside an instance (connecting, creating tables) it reaches the user as one `error:` line."""
 
 
 @dataclass(frozen=True)

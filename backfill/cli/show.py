@@ -1,0 +1,61 @@
+"""`backfill show TABLE`: a peek at the rows of a table's partitions (read-only)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..errors import UserError
+from .common import JsonOpt, ProjectOpt, emit_json, project_root, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("show", help="Show rows of a table in the warehouse (read-only), per data timestamp.")
+    def show(
+        table: Annotated[str, typer.Argument(help="table name")],
+        ds: Annotated[str | None, typer.Option("--date", help="one data timestamp (default: the latest)")] = None,
+        limit: Annotated[int, typer.Option(help="rows to show", min=1, max=10000)] = 10,
+        project: ProjectOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        from ..engines import open_engine
+        from ..specs import load_project
+
+        with user_errors(as_json):
+            proj = load_project(project_root(project))
+            spec = proj.tables.get(table)
+            if spec is None:
+                raise UserError(f"unknown table '{table}'; see tables/")
+            engine = open_engine(proj, read_only=True)
+            try:
+                part = f'"{spec.partition}"'
+                if ds is None:
+                    latest = engine.query(f'SELECT max({part}) FROM "{table}"')
+                    if not latest or latest[0][0] is None:
+                        raise UserError(f"table '{table}' has no rows yet; run `backfill apply`")
+                    value: object = latest[0][0]
+                else:
+                    value = ds
+                cols = [f.name for f in spec.fields]
+                order = ", ".join(f'"{k}"' for k in spec.primary_key) or "1"
+                select = ", ".join(f'"{c}"' for c in cols)
+                rows = engine.query(f'SELECT {select} FROM "{table}" WHERE CAST({part} AS VARCHAR) LIKE ? '
+                                    f"ORDER BY {order} LIMIT {int(limit)}", [f"{str(value)[:10]}%"])
+                total = engine.query(f'SELECT count(*) FROM "{table}" WHERE CAST({part} AS VARCHAR) LIKE ?',
+                                     [f"{str(value)[:10]}%"])[0][0]
+            finally:
+                engine.close()
+        if as_json:
+            emit_json({"table": table, "ds": str(value)[:10], "rows": total,
+                       "sample": [dict(zip(cols, r, strict=True)) for r in rows]})
+            return
+        from rich.console import Console
+        from rich.table import Table as RichTable
+
+        out = RichTable(title=f"{table} {str(value)[:10]}: {total} row(s), first {len(rows)}", title_justify="left")
+        for c in cols:
+            out.add_column(c)
+        for r in rows:
+            out.add_row(*("" if v is None else str(v) for v in r))
+        Console(width=160).print(out)
