@@ -87,7 +87,7 @@ class ProjectCompiler:
         self._signatures: dict[tuple[str, str], dict[str, Any]] = {}
         for name, table in sorted(project.tables.items()):
             try:
-                self.templates[name] = CompiledTemplate(table, self.physical, self.source_ref)
+                self.templates[name] = CompiledTemplate(table, self.physical, self.source_ref, project.dialect)
             except TemplateFailure as exc:
                 self.errors.append(_template_error(table, exc, None))
 

@@ -296,11 +296,13 @@ class CompiledTemplate:
             line = out.count("\n", 0, pos) + 1
             lines = self.template.source.splitlines()
             text = lines[line - 1] if 1 <= line <= len(lines) else ""
-            col = text.find("{{") + 1 or 1
-            raise TemplateFailure(
-                f"a text value is rendered inside {where}; it renders as a complete quoted SQL literal: "
-                "remove the quotes around it, or build the whole text in Jinja, e.g. {{ '%' ~ params.x ~ '%' }}",
-                line, col)
+            spans = list(re.finditer(r"\{\{.*?\}\}", text))
+            culprit = next((m for m in spans if "params" in m.group(0)), spans[0] if spans else None)
+            col = culprit.start() + 1 if culprit else 1
+            fix = "move it out of the comment" if "comment" in where else \
+                "remove the quotes around it, or build the whole text in Jinja, e.g. {{ '%' ~ params.x ~ '%' }}"
+            raise TemplateFailure(f"a text value is rendered inside {where}; it renders as a complete quoted "
+                                  f"SQL literal: {fix}", line, col)
         return re.sub(f"{_TEXT_OPEN}([^{_TEXT_CLOSE}]*){_TEXT_CLOSE}",
                       lambda m: quote_literal(m.group(1), self.dialect), out)
 
