@@ -6,11 +6,31 @@ Importing this package does not import Prefect; only executing a backfill does.
 
 from __future__ import annotations
 
-from .errors import SpecError, SpecErrors, UserError
-from .model import Backfill, Project, Table
-from .planner import BackfillPlan, LedgerView, PlannedInstance, plan_backfill
-from .specs import load_project
-from .validate import Validated, validate_project
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import SpecError, SpecErrors, UserError
+    from .model import Backfill, Project, Table
+    from .planner import BackfillPlan, LedgerView, PlannedInstance, plan_backfill
+    from .specs import load_project
+    from .validate import Validated, validate_project
+
+_WHERE = {
+    "SpecError": "errors", "SpecErrors": "errors", "UserError": "errors",
+    "Backfill": "model", "Project": "model", "Table": "model",
+    "BackfillPlan": "planner", "LedgerView": "planner", "PlannedInstance": "planner", "plan_backfill": "planner",
+    "load_project": "specs", "Validated": "validate", "validate_project": "validate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Public names load on first use, so `import backfill.cli` stays light."""
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'backfill' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

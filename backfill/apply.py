@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .fingerprints import refresh_done, template_fingerprint
 from .ledger import Ledger
 from .model import Project
 from .planner import BackfillPlan, PlannedInstance
@@ -84,14 +85,14 @@ def hold_lock(ledger: Ledger, purpose: str, timeout: float, say: Callable[[str],
         ledger.unlock(pid=os.getpid())
 
 
-def _instance_row(p: PlannedInstance, backfill: str, seq: int, run_id: str) -> dict[str, Any]:
+def _instance_row(p: PlannedInstance, backfill: str, seq: int, run_id: str, template_fp: str) -> dict[str, Any]:
     return {
         "id": p.id, "backfill": backfill, "table_name": p.table, "ds": p.ds, "grp": p.group,
         "position": p.position, "seq": seq, "mode": p.mode,
         "fields": json.dumps(list(p.fields)) if p.fields else None,
         "linked": json.dumps(list(p.linked)) if p.linked else None,
         "upstream": json.dumps(list(p.upstream)), "sql": p.sql, "fingerprint": p.fingerprint,
-        "table_fingerprint": p.table_fingerprint, "run_id": run_id,
+        "table_fingerprint": p.table_fingerprint, "run_id": run_id, "template_fingerprint": template_fp,
     }
 
 
@@ -116,7 +117,8 @@ def recover(ledger: Ledger, engine: Any) -> list[str]:
                 "id": row.id,
                 "values": {"status": "success", "rows": int(committed[-1][1] or 0), "ended_at": now,
                            "error": None},
-                "partitions": [(row.table, row.ds, f, row.table_fingerprint) for f in fields],
+                "partitions": [(row.table, row.ds, f, row.table_fingerprint, row.template_fingerprint)
+                               for f in fields],
             }])
         else:
             ledger.apply_updates([{"id": row.id, "values": {
@@ -212,9 +214,12 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
             try:
                 report.recovered = recover(ledger, engine)
                 only = list(selectors) or None
+                if plan_file is not None:  # plan what the saved plan covers, to compare like with like
+                    only = [str(b["key"]) for b in load_plan_file(plan_file).get("backfills", [])] or None
                 result = build_plans(root, only, today=today, ledger=ledger)
                 if plan_file is not None:
-                    only = _check_saved_plan(root, plan_file, ledger, result)
+                    _check_saved_plan(root, plan_file, ledger, result)
+                refresh_done(result.validated.project, ledger, result.plans)
                 if not selectors and plan_file is None:
                     report.deleted_specs = ledger.mark_deleted_specs(b.key for b in project.backfills.values())
                 pending = {r.id for r in ledger.instances(status="pending")}
@@ -239,7 +244,8 @@ def _apply_one(project: Project, ledger: Ledger, engine: Any, plan: BackfillPlan
         return BackfillReport(plan.name)
     seq = {p.id: n for n, p in enumerate(plan.instances)}
     ledger.enqueue(plan.name, plan.key, plan.spec_file, plan.runtime,
-                   [_instance_row(p, plan.name, seq[p.id], run_id) for p in todo])
+                   [_instance_row(p, plan.name, seq[p.id], run_id, template_fingerprint(project.tables[p.table], project))
+                    for p in todo])
     if plan.runtime and datetime.fromisoformat(plan.runtime).timestamp() > time.time():
         ledger.set_flags([p.id for p in todo], status="waiting")
         return BackfillReport(plan.name, counts={"waiting": len(todo)}, scheduled_for=plan.runtime)

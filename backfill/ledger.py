@@ -1,7 +1,8 @@
 """The state ledger: backfills, instances, attempts, partition fingerprints, the apply lock.
 
 SQLAlchemy Core over a SQLite file (default) or PostgreSQL. It is the record of what ran: Prefect's
-own run history is not relied on. Schema version 1; `Ledger.open` creates or checks it.
+own run history is not relied on. Schema version 2; `Ledger.open` creates, checks or migrates it
+(v1 -> v2 adds the nullable `template_fingerprint` columns that `backfill status` compares).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .errors import UserError
 
 __all__ = ["Ledger", "InstanceRow", "SCHEMA_VERSION", "FINISHED", "ACTIVE"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FINISHED = ("success", "dry_run", "failed", "paused", "blocked", "killed")
 ACTIVE = ("pending", "waiting", "running")
 
@@ -63,6 +64,7 @@ T_INSTANCES = sa.Table(
     sa.Column("held", sa.Boolean, nullable=False, default=False),  # operator pause
     sa.Column("kill_requested", sa.Boolean, nullable=False, default=False),
     sa.Column("run_id", sa.String(40)),  # the apply run that last claimed it (for crash recovery)
+    sa.Column("template_fingerprint", sa.String(32)),  # v2: of the table's spec when planned (fingerprints.py)
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 T_ATTEMPTS = sa.Table(
@@ -88,6 +90,7 @@ T_PARTITIONS = sa.Table(
     sa.Column("fingerprint", sa.String(32), nullable=False),
     sa.Column("instance_id", sa.String(400), nullable=False),
     sa.Column("written_at", sa.Float, nullable=False),
+    sa.Column("template_fingerprint", sa.String(32)),  # v2: NULL = written before v2 (unknown)
 )
 T_LOCKS = sa.Table(
     "bf_locks", meta,
@@ -128,6 +131,7 @@ class InstanceRow:
     error: str | None
     held: bool
     kill_requested: bool
+    template_fingerprint: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -144,6 +148,7 @@ def _row(r: Any) -> InstanceRow:
         upstream=tuple(json.loads(r.upstream)), sql=r.sql, fingerprint=r.fingerprint,
         table_fingerprint=r.table_fingerprint, status=r.status, attempts=r.attempts, started_at=r.started_at,
         ended_at=r.ended_at, rows=r.rows, error=r.error, held=bool(r.held), kill_requested=bool(r.kill_requested),
+        template_fingerprint=r.template_fingerprint,
     )
 
 
@@ -198,6 +203,26 @@ class Ledger:
             elif int(found) > SCHEMA_VERSION:
                 raise UserError(f"the ledger has schema version {found}, newer than this backfill "
                                 f"({SCHEMA_VERSION}); upgrade backfill")
+        if found is not None and int(found) < 2:
+            self._migrate_v1_to_v2()
+
+    def _migrate_v1_to_v2(self) -> None:
+        """Add the nullable template_fingerprint columns (existing rows: NULL = unknown)."""
+        for table in (T_PARTITIONS, T_INSTANCES):
+            with self.engine.connect() as conn:
+                have = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+            if "template_fingerprint" in have:
+                continue
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN template_fingerprint VARCHAR(32)"))
+            except sa.exc.DBAPIError:  # another process migrated it first
+                with self.engine.connect() as conn:
+                    if "template_fingerprint" not in {c["name"] for c in sa.inspect(conn).get_columns(table.name)}:
+                        raise
+        with self.engine.begin() as conn:
+            conn.execute(T_META.update().where(T_META.c.key == "schema_version", T_META.c.value == "1")
+                         .values(value="2"))
 
     @property
     def schema_version(self) -> int:
@@ -303,7 +328,8 @@ class Ledger:
         """A batch of instance changes, attempts and partition records, in one transaction.
 
         Each update: {"id": instance id, "values": {...instance columns...},
-                      "attempt": {...} or None, "partitions": [(table, ds, field, fp)] or None}."""
+                      "attempt": {...} or None, "partitions": [(table, ds, field, fp[, template_fp])] or None};
+        the optional 5th element of a partition is the table's template fingerprint (fingerprints.py)."""
         if not updates:
             return
         now = time.time()
@@ -320,7 +346,9 @@ class Ledger:
                         conn.execute(T_ATTEMPTS.update().where(T_ATTEMPTS.c.id == att["id"]).values(**att))
                     else:
                         conn.execute(T_ATTEMPTS.insert().values(**att))
-                for table, ds, field, fp in u.get("partitions") or ():
+                for part in u.get("partitions") or ():
+                    table, ds, field, fp = part[:4]
+                    tfp = part[4] if len(part) > 4 else None
                     if field == "*":
                         conn.execute(T_PARTITIONS.delete().where(T_PARTITIONS.c.table_name == table,
                                                                  T_PARTITIONS.c.ds == ds))
@@ -328,7 +356,8 @@ class Ledger:
                         conn.execute(T_PARTITIONS.delete().where(
                             T_PARTITIONS.c.table_name == table, T_PARTITIONS.c.ds == ds, T_PARTITIONS.c.field == field))
                     conn.execute(T_PARTITIONS.insert().values(table_name=table, ds=ds, field=field, fingerprint=fp,
-                                                              instance_id=u["id"], written_at=now))
+                                                              instance_id=u["id"], written_at=now,
+                                                              template_fingerprint=tfp))
 
     def set_flags(self, ids: Sequence[str], **values: Any) -> int:
         if not ids:
@@ -357,6 +386,30 @@ class Ledger:
             q = q.where(T_PARTITIONS.c.table_name == table)
         with self.engine.connect() as conn:
             return [(str(t), str(d), str(f), str(fp)) for t, d, f, fp in conn.execute(q)]
+
+    def partition_states(self, table: str | None = None) -> list[tuple[str, str, str, str | None]]:
+        """(table, ds, field, template fingerprint or None) of every recorded partition, for `status`."""
+        t = T_PARTITIONS
+        q = sa.select(t.c.table_name, t.c.ds, t.c.field, t.c.template_fingerprint)
+        if table:
+            q = q.where(t.c.table_name == table)
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+
+    def refresh_template_fingerprints(self, rows: Sequence[tuple[str, str, str, str]]) -> int:
+        """(table, ds, sql fingerprint, template fingerprint): partitions still recorded with that SQL
+        fingerprint get that template fingerprint. `apply` calls it for the instances it finds done, so a
+        template edit that left some dates' SQL unchanged does not leave them stale in `status`."""
+        if not rows:
+            return 0
+        t = T_PARTITIONS
+        q = (t.update().where(t.c.table_name == sa.bindparam("t"), t.c.ds == sa.bindparam("d"),
+                              t.c.fingerprint == sa.bindparam("f"),
+                              sa.or_(t.c.template_fingerprint.is_(None), t.c.template_fingerprint != sa.bindparam("tf")))
+             .values(template_fingerprint=sa.bindparam("tf")))
+        with self.engine.begin() as conn:
+            res = conn.execute(q, [{"t": a, "d": b, "f": c, "tf": d} for a, b, c, d in rows])
+        return int(res.rowcount or 0)
 
     # ------------------------------------------------------------------ saved plans
     def consume_plan(self, plan_id: str) -> bool:

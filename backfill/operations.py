@@ -78,7 +78,7 @@ class Operations:
             "id": row.id,
             "values": {"status": "success", "error": "set to success by an operator (not executed)",
                        "ended_at": time.time()},
-            "partitions": [(row.table, row.ds, f, row.table_fingerprint) for f in fields],
+            "partitions": [(row.table, row.ds, f, row.table_fingerprint, row.template_fingerprint) for f in fields],
         }])
         return [row.id]
 

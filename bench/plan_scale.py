@@ -217,10 +217,32 @@ def baseline_render(root: Path, names: list[str], days: int) -> tuple[int, float
     return count, time.perf_counter() - started
 
 
+def tool_render(root: Path) -> tuple[int, float]:
+    """Every instance rendered through backfill's own sandboxed, date-marking renderer (no checks)."""
+    from backfill.compiler import ProjectCompiler
+    from backfill.planner import expand_timestamps
+    from backfill.specs import load_project
+
+    project = load_project(root)
+    compiler = ProjectCompiler(project)
+    spec = next(iter(project.backfills.values()))
+    params = {**project.params, **spec.params}
+    stamps = expand_timestamps(spec.data_timestamp, False)
+    started = time.perf_counter()
+    count = 0
+    for name in sorted(project.tables):
+        table = project.tables[name]
+        for ts in stamps:
+            compiler.render(table, ts, params)
+            count += 1
+    return count, time.perf_counter() - started
+
+
 def run_validate(root: Path) -> tuple[float, int, int, int]:
     """(wall s, instances, distinct shapes checked, transforms) of one validate_project call."""
     from backfill.validate import validate_project
 
+    gc.collect()
     started = time.perf_counter()
     validated = validate_project(root)
     wall = time.perf_counter() - started
@@ -285,14 +307,26 @@ def main(argv: list[str] | None = None) -> int:
         import backfill.validate  # noqa: F401 - imports are not what (b) measures; (d) includes them
 
         rss_imports = rss_mb()
-        n_base, t_base = baseline_render(project, names, args.days)
-        gc.collect()
-        rss_base = rss_mb()
-
-        runs = [run_validate(project) for _ in range(args.repeat)]
-        rss_validate = rss_mb()
+        # interleaved, so that noise from other work on the machine hits both sides alike
+        bases: list[float] = []
+        renders: list[float] = []
+        runs: list[tuple[float, int, int, int]] = []
+        rss_base = rss_validate = rss_imports
+        for i in range(args.repeat):
+            n_base, t = baseline_render(project, names, args.days)
+            bases.append(t)
+            gc.collect()
+            if i == 0:
+                rss_base = rss_mb()  # ru_maxrss only grows: read each peak right after its step
+            runs.append(run_validate(project))
+            if i == 0:
+                rss_validate = rss_mb()
+            n_render, t = tool_render(project)
+            renders.append(t)
+        rss_end = rss_mb()
         walls = [r[0] for r in runs]
         _, instances, shapes, transforms = runs[0]
+        t_base, t_render = min(bases), min(renders)
         t_min, t_med = min(walls), statistics.median(walls)
         traced_mb = traced_validate(project)
 
@@ -304,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         print(header)
         print("-" * len(header))
         print(f"{'baseline jinja2 render':<26} {n_base:>10} {t_base:>8.3f} {rss_base:>12.1f} {1.0:>11.2f}  floor")
+        print(f"{'backfill render only':<26} {n_render:>10} {t_render:>8.3f} {'':>12} "
+              f"{t_render / t_base:>11.2f}  sandbox + date marks, no checks")
         print(f"{'validate_project (min)':<26} {instances:>10} {t_min:>8.3f} {rss_validate:>12.1f} "
               f"{t_min / t_base:>11.2f}  {verdict(t_min, rss_validate)}")
         print(f"{'validate_project (median)':<26} {instances:>10} {t_med:>8.3f} {rss_validate:>12.1f} "
@@ -314,12 +350,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'cli plan --format json':<26} {instances:>10} {c_wall:>8.3f} {c_mb:>12.1f} "
                   f"{c_wall / t_base:>11.2f}  {result}")
         print()
-        print(f"validate runs (s):       {', '.join(f'{w:.3f}' for w in walls)}")
+        print(f"runs (s):                baseline {', '.join(f'{w:.3f}' for w in bases)}; "
+              f"validate {', '.join(f'{w:.3f}' for w in walls)}")
         print(f"per instance:            baseline {1e6 * t_base / max(1, n_base):.1f} us, "
+              f"render {1e6 * t_render / max(1, n_render):.1f} us, "
               f"validate {1e6 * t_min / max(1, instances):.1f} us")
         print(f"tracemalloc peak:        {traced_mb:.1f} MB (Python allocations of one validate_project)")
         print(f"rss:                     {rss_imports:.1f} MB after imports, {rss_base:.1f} MB after baseline, "
-              f"{rss_validate:.1f} MB after validate")
+              f"{rss_validate:.1f} MB after validate, {rss_end:.1f} MB at the end (process peaks)")
         print(f"shapes checked:          {shapes} distinct (table, shape) for {instances} instances "
               f"({instances / max(1, shapes):.0f} instances per sqlglot check); {transforms} transforms")
         if args.keep:

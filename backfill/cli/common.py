@@ -12,13 +12,14 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from ..errors import SpecErrors, UserError
-from ..specs import find_project_root
 
 ProjectOpt = Annotated[Path | None, typer.Option("--project", "-p", help="project folder (default: . or ./specs)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
 def project_root(given: Path | None) -> Path:
+    from ..specs import find_project_root
+
     return find_project_root(given)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import UserError
-from ..ledger import InstanceRow, Ledger
+
+if TYPE_CHECKING:  # the ledger (SQLAlchemy) loads only when a command reads it
+    from ..ledger import InstanceRow, Ledger
 from .common import JsonOpt, ProjectOpt, emit_json, project_root, user_errors
 
 

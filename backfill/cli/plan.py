@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..explain import plan_to_json, plan_to_markdown, plan_to_text
 from .common import JsonOpt, ProjectOpt, fail, project_root, user_errors
 
 
@@ -21,6 +20,7 @@ def register(app: typer.Typer) -> None:
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="list every instance")] = False,
         as_json: JsonOpt = False,
     ) -> None:
+        from ..explain import plan_to_json, plan_to_markdown, plan_to_text
         from ..workspace import build_plans
 
         if as_json:

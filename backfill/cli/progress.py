@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..planner import BackfillPlan
+if TYPE_CHECKING:
+    from ..planner import BackfillPlan
 
 
 class LiveProgress:

@@ -6,7 +6,6 @@ import time
 
 import typer
 
-from ..validate import validate_project
 from .common import JsonOpt, ProjectOpt, emit_json, project_root, user_errors
 
 
@@ -14,6 +13,8 @@ def register(app: typer.Typer) -> None:
     @app.command("validate", help="Check every spec: schema, templates, SQL, dependencies. Lists all errors.")
     def validate(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         started = time.perf_counter()
+        from ..validate import validate_project
+
         root = project_root(project)
         with user_errors(as_json):
             v = validate_project(root)

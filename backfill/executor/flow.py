@@ -33,8 +33,8 @@ def run_flow(run: BackfillRun) -> dict[int, dict[str, int]]:
     """Execute every group of `run` as a Prefect flow; returns per-group counts."""
     prepare_prefect()
     from prefect import flow, task
-    from prefect.settings import temporary_settings
     from prefect.cache_policies import NO_CACHE
+    from prefect.settings import temporary_settings
     from prefect.task_runners import ThreadPoolTaskRunner
 
     groups = sorted(run.groups)

@@ -109,10 +109,11 @@ class BackfillRun:
         if status == "success":
             fields = job.row.fields
             needed = fields if fields else ("*",)
-            partitions = [(job.row.table, job.row.ds, f, job.row.table_fingerprint) for f in needed]
+            fps = (job.row.table_fingerprint, job.row.template_fingerprint)
+            partitions = [(job.row.table, job.row.ds, f, *fps) for f in needed]
             if fields and self.tables[job.row.table].primary_key:
                 linked = [f for f in self._linked(job.row) if f not in fields]
-                partitions += [(job.row.table, job.row.ds, f, job.row.table_fingerprint) for f in linked]
+                partitions += [(job.row.table, job.row.ds, f, *fps) for f in linked]
         self.writer.put(job.row.id, vals, partitions=partitions)
         if self.on_change:
             self.on_change(job.row.id, previous, status)

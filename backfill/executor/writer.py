@@ -28,7 +28,7 @@ class LedgerWriter:
         self._thread.start()
 
     def put(self, instance_id: str, values: Mapping[str, Any] | None = None, attempt: Mapping[str, Any] | None = None,
-            partitions: list[tuple[str, str, str, str]] | None = None) -> None:
+            partitions: list[tuple[str | None, ...]] | None = None) -> None:
         if self._error is not None:
             raise RuntimeError(f"the ledger cannot be written: {self._error}") from self._error
         self._queue.put({"id": instance_id, "values": values, "attempt": attempt, "partitions": partitions})
