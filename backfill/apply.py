@@ -183,6 +183,14 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
     return report
 
 
+def _saved_plan_keys(root: Path, plan_file: Path) -> list[str]:
+    """The backfills a saved plan covers (refused at once if the specs changed since it was made)."""
+    doc = load_plan_file(plan_file)
+    if doc.get("specs_fingerprint") != specs_fingerprint(root):
+        raise UserError(f"{plan_file}: the specs changed since this plan was made; run `backfill plan --out` again")
+    return [str(b["key"]) for b in doc.get("backfills", [])]
+
+
 def _check_saved_plan(root: Path, plan_file: Path, ledger: Ledger, result: PlanResult) -> list[str]:
     doc = load_plan_file(plan_file)
     if doc.get("specs_fingerprint") != specs_fingerprint(root):
@@ -215,7 +223,7 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
                 report.recovered = recover(ledger, engine)
                 only = list(selectors) or None
                 if plan_file is not None:  # plan what the saved plan covers, to compare like with like
-                    only = [str(b["key"]) for b in load_plan_file(plan_file).get("backfills", [])] or None
+                    only = _saved_plan_keys(root, plan_file) or None
                 result = build_plans(root, only, today=today, ledger=ledger)
                 if plan_file is not None:
                     _check_saved_plan(root, plan_file, ledger, result)
@@ -243,9 +251,9 @@ def _apply_one(project: Project, ledger: Ledger, engine: Any, plan: BackfillPlan
         ledger.enqueue(plan.name, plan.key, plan.spec_file, plan.runtime, [])
         return BackfillReport(plan.name)
     seq = {p.id: n for n, p in enumerate(plan.instances)}
+    tfp = {t: template_fingerprint(project.tables[t], project) for t in {p.table for p in todo}}
     ledger.enqueue(plan.name, plan.key, plan.spec_file, plan.runtime,
-                   [_instance_row(p, plan.name, seq[p.id], run_id, template_fingerprint(project.tables[p.table], project))
-                    for p in todo])
+                   [_instance_row(p, plan.name, seq[p.id], run_id, tfp[p.table]) for p in todo])
     if plan.runtime and datetime.fromisoformat(plan.runtime).timestamp() > time.time():
         ledger.set_flags([p.id for p in todo], status="waiting")
         return BackfillReport(plan.name, counts={"waiting": len(todo)}, scheduled_for=plan.runtime)

@@ -394,7 +394,7 @@ class Ledger:
         if table:
             q = q.where(t.c.table_name == table)
         with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+            return [(str(a), str(b), str(c), None if d is None else str(d)) for a, b, c, d in conn.execute(q)]
 
     def refresh_template_fingerprints(self, rows: Sequence[tuple[str, str, str, str]]) -> int:
         """(table, ds, sql fingerprint, template fingerprint): partitions still recorded with that SQL
@@ -405,7 +405,8 @@ class Ledger:
         t = T_PARTITIONS
         q = (t.update().where(t.c.table_name == sa.bindparam("t"), t.c.ds == sa.bindparam("d"),
                               t.c.fingerprint == sa.bindparam("f"),
-                              sa.or_(t.c.template_fingerprint.is_(None), t.c.template_fingerprint != sa.bindparam("tf")))
+                              sa.or_(t.c.template_fingerprint.is_(None),
+                                     t.c.template_fingerprint != sa.bindparam("tf")))
              .values(template_fingerprint=sa.bindparam("tf")))
         with self.engine.begin() as conn:
             res = conn.execute(q, [{"t": a, "d": b, "f": c, "tf": d} for a, b, c, d in rows])

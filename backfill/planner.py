@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -137,9 +138,22 @@ def project_graph(compiler: ProjectCompiler, at: datetime, params: Mapping[str, 
     cycle = find_cycle(graph)
     if cycle:
         first = compiler.project.tables[cycle[0]]
-        errors.append(SpecError("dependency cycle: " + " -> ".join(cycle) + "; break it by removing one read",
-                                file=first.spec_file, line=1, col=1, table=first.name))
+        file, line, col = _read_location(first, cycle[1])
+        errors.append(SpecError("dependency cycle (A -> B: A reads B): " + " -> ".join(cycle)
+                                + "; break it by removing one read", file=file, line=line, col=col,
+                                table=first.name))
     return graph, errors
+
+
+def _read_location(table: Table, name: str) -> tuple[str, int, int]:
+    """Where `table`'s template first names the table `name`; its spec file if it does not."""
+    t = table.template
+    pattern = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])")
+    for n, text in enumerate(t.source.splitlines(), start=1):
+        m = pattern.search(text)
+        if m:
+            return t.file, n + t.line_offset, m.start() + 1 + t.col_offset
+    return table.spec_file, 1, 1
 
 
 def _depends_on_error(table: Table, reads: Iterable[str]) -> SpecError:
@@ -158,14 +172,28 @@ def _selected(selection: object, table: str) -> bool:
     return selection == "all" or (isinstance(selection, tuple) and table in selection)
 
 
-def default_name(spec: Backfill, ledger: LedgerView, today: date) -> str:
+def default_name(spec: Backfill, ledger: LedgerView, today: date, project: Project | None = None) -> str:
+    """`<first target>_<yyyymmdd>_<seq>`: the first seq free in the ledger and, given the project, not
+    used by another backfill's name nor by the default name of an unnamed backfill before it (by key)."""
     if spec.name:
         return spec.name
     if spec.key in ledger.names:
         return ledger.names[spec.key]
+    taken = set(ledger.taken_names)
+    earlier: list[Backfill] = []
+    if project is not None:
+        taken |= {b.name for b in project.backfills.values() if b.name}
+        earlier = [b for k, b in sorted(project.backfills.items())
+                   if k < spec.key and not b.name and k not in ledger.names]
+    for other in earlier:
+        taken.add(_free_name(other, taken, today))
+    return _free_name(spec, taken, today)
+
+
+def _free_name(spec: Backfill, taken: set[str], today: date) -> str:
     prefix = f"{spec.targets[0].table}_{today.strftime('%Y%m%d')}_"
     seq = 1
-    while f"{prefix}{seq}" in ledger.taken_names:
+    while f"{prefix}{seq}" in taken:
         seq += 1
     return f"{prefix}{seq}"
 
@@ -196,7 +224,7 @@ def plan_backfill(
 ) -> BackfillPlan:
     """Expand one backfill into instances, in execution order. Raises SpecErrors."""
     params = {**project.params, **spec.params}
-    name = default_name(spec, ledger, today)
+    name = default_name(spec, ledger, today, project)
     t_minus_1 = datetime.combine(today - timedelta(days=1), datetime.min.time())
     intervals = spec.data_timestamp or (DateInterval(t_minus_1, t_minus_1),)
     if graph is None:
@@ -206,12 +234,10 @@ def plan_backfill(
     target_names = [t.table for t in spec.targets]
     chosen_fields = {t.table: t.fields for t in spec.targets}
     tables = set(target_names)
-    added: list[str] = []
     if spec.scope.mode == "downstream":
-        reach = downstream_of(target_names, graph, spec.scope.depth, spec.scope.exclude)
-        added = sorted(t for t in reach if t not in tables)
-        tables |= set(reach)
+        tables |= set(downstream_of(target_names, graph, spec.scope.depth, spec.scope.exclude))
     order = topological_order(tables, graph)
+    added = [t for t in order if t not in target_names]  # in dependency order, like the plan's tables
 
     stamps: dict[str, list[datetime]] = {t: expand_timestamps(intervals, project.tables[t].hourly) for t in order}
     days = sorted({ts.date() for ts_list in stamps.values() for ts in ts_list},

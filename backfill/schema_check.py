@@ -105,7 +105,8 @@ def _one_of(err: ValidationError, kind: str, path: tuple[str | int, ...], s: dic
                 c.validator in ("const", "enum") for c in deepest):
             allowed: list[str] = []
             for c in deepest:
-                for a in ([c.validator_value] if c.validator == "const" else c.validator_value):
+                values: Any = [c.validator_value] if c.validator == "const" else c.validator_value
+                for a in values:
                     if str(a) not in allowed:
                         allowed.append(str(a))
             return f"{_show(deepest[0].instance)} is not one of " + ", ".join(allowed) + \
@@ -120,9 +121,10 @@ def _message(err: ValidationError, kind: str) -> tuple[str, tuple[str | int, ...
     """(message, key path, point at the key rather than the value)."""
     path = tuple(err.absolute_path)
     v, s = err.validator, err.schema if isinstance(err.schema, dict) else {}
-    value = err.instance
+    value: Any = err.instance
+    wanted: Any = err.validator_value
     if v == "required":
-        missing = [k for k in err.validator_value if k not in (value or {})]
+        missing = [k for k in wanted if k not in (value or {})]
         return f"missing required key '{missing[0]}'; add it", path, False
     if v == "additionalProperties":
         allowed = sorted((s.get("properties") or {}).keys())
@@ -133,7 +135,7 @@ def _message(err: ValidationError, kind: str) -> tuple[str, tuple[str | int, ...
             "allowed keys: " + ", ".join(k for k in allowed if k != "$schema")
         return f"unknown key '{key}'; {hint}", path + (key,), True
     if v == "enum":
-        choices = ", ".join(map(str, err.validator_value))
+        choices = ", ".join(map(str, wanted))
         return f"{_show(value)} is not one of {choices}{_bool_hint(value)}", path, False
     if v == "const":
         return f"{_show(value)} must be '{err.validator_value}'", path, False

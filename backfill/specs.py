@@ -134,7 +134,7 @@ class _Loader:
         partition = v.get("partition", "ds")
         for i, name in enumerate(names):
             if names.index(name) != i:
-                self.errors.append(doc.error(("fields", i, "name"), f"field '{name}' is declared twice"))
+                self.errors.append(doc.error(("fields", i, "name"), f"field '{name}' is declared twice; remove one"))
                 ok = False
             if name == partition:
                 self.errors.append(doc.error(("fields", i, "name"),
@@ -142,7 +142,8 @@ class _Loader:
                 ok = False
         for i, key in enumerate(v.get("primary_key", [])):
             if key not in names:
-                self.errors.append(doc.error(("primary_key", i), f"primary key '{key}' is not a declared field"))
+                self.errors.append(doc.error(("primary_key", i), f"primary key '{key}' is not a declared field; "
+                                             "declare it in fields or fix the name"))
                 ok = False
         if not ok:
             self.broken.update((path.stem, v["name"]))
@@ -161,6 +162,7 @@ class _Loader:
         if doc is None:
             return None
         v = doc.value
+        self.name_at[doc.file] = doc.where(("name",))
         before = len(self.errors)
         targets = []
         for i, t in enumerate(v["targets"]):
@@ -292,8 +294,10 @@ def load_project(root: str | Path) -> Project:
         if bf is None:
             continue
         if bf.name and bf.name in names:
-            loader.errors.append(SpecError(f"backfill name '{bf.name}' is already used by {names[bf.name]}",
-                                           file=bf.spec_file, line=1, col=1))
+            line, col = loader.name_at.get(bf.spec_file, (1, 1))
+            loader.errors.append(SpecError(f"backfill name '{bf.name}' is already used by {names[bf.name]}; "
+                                           "give each backfill its own name",
+                                           file=bf.spec_file, line=line, col=col, key_path=("name",)))
             continue
         if bf.name:
             names[bf.name] = bf.spec_file

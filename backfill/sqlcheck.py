@@ -12,6 +12,7 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -170,7 +171,7 @@ def _did_you_mean(name: str, candidates: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _optimize_problem(message: str, tree: exp.Expr, schema: Mapping[str, Mapping[str, str]]
+def _optimize_problem(message: str, tree: exp.Expr, schema: Mapping[str, Any]
                       ) -> SqlProblem:
     """A qualify failure, said in the user's words and located at the offending column."""
     every = [c for cols in schema.values() for c in cols]
@@ -218,7 +219,7 @@ def _source_table(tree: exp.Expr, alias: str) -> str | None:
     return None
 
 
-def _find_unknown_column(tree: exp.Expr, name: str, schema: Mapping[str, Mapping[str, str]]
+def _find_unknown_column(tree: exp.Expr, name: str, schema: Mapping[str, Any]
                          ) -> exp.Column | None:
     """The first column named `name` that its table does not have (else the first named so)."""
     named = [c for c in tree.find_all(exp.Column) if c.name.lower() == name]

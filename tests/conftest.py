@@ -43,9 +43,13 @@ def prefect_api() -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/api"
     log = open(_HOME / "server.log", "w")  # noqa: SIM115 - closed below
     prefect = Path(sys.executable).parent / "prefect"
+    # only the task run recorder: it turns task run events into the records the UI (and a test) reads
+    quiet = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
+        "CANCELLATION_CLEANUP", "DB_VACUUM", "EVENT_LOGGER", "FOREMAN", "LATE_RUNS", "SCHEDULER",
+        "PAUSE_EXPIRATIONS", "REPOSSESSOR", "CLEANUP_RECONCILER", "TRIGGERS", "EVENT_PERSISTER")}
     proc = subprocess.Popen(
-        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PREFECT_API_URL": url},
+        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **quiet, "PREFECT_API_URL": url},
         start_new_session=True,
     )
     deadline = time.monotonic() + 120

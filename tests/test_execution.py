@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -106,3 +107,31 @@ def test_order_and_groups_are_honoured(tutorial: Path, prefect_api: str, groups:
         assert starts == sorted(starts), "descending: later dates start first"
     else:
         assert len({r.group for r in orders}) == 12
+
+
+def test_flow_runs_are_readable_on_the_prefect_server(tutorial: Path, prefect_api: str) -> None:
+    import httpx
+
+    (tutorial / "backfills" / "logical_tables.yaml").unlink()
+    spec = tutorial / "backfills" / "integration.yaml"
+    spec.write_text(spec.read_text().replace("name: tutorial_integration", "name: named_on_server"))
+    assert apply_project(tutorial, say=lambda m: None).ok
+    flows = httpx.post(f"{prefect_api}/flow_runs/filter",
+                       json={"flow_runs": {"name": {"any_": ["named_on_server"]}}}).json()
+    assert len(flows) == 1 and flows[0]["state_type"] == "COMPLETED"
+    tasks: list[dict[str, object]] = []
+    for _ in range(100):  # the server records task runs from their events, a moment after the flow
+        tasks = httpx.post(f"{prefect_api}/task_runs/filter",
+                           json={"flow_runs": {"id": {"any_": [flows[0]["id"]]}}}).json()
+        if len(tasks) == 3:
+            break
+        time.sleep(0.1)
+    assert sorted(t["name"] for t in tasks) == [
+        "named_on_server group 1: 2026-06-25..2026-07-01 (21 instances)",
+        "named_on_server group 2: 2026-07-02..2026-07-08 (21 instances)",
+        "named_on_server group 3: 2026-07-09..2026-07-14 (18 instances)",
+    ]
+    artifacts = httpx.post(f"{prefect_api}/artifacts/filter",
+                           json={"artifacts": {"key": {"any_": ["named-on-server-group-1"]}}}).json()
+    assert artifacts, "a table artifact lists the group's instances"
+    assert "named_on_server/ods_order/2026-06-25" in str(artifacts[0]["data"])

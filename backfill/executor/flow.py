@@ -8,6 +8,7 @@ after its group and dates, e.g. `q3-reload group 2: 2026-07-06..2026-07-10 (12 i
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -43,7 +44,9 @@ def run_flow(run: BackfillRun) -> dict[int, dict[str, int]]:
 
     @task(name="backfill-group", retries=0, persist_result=False, cache_policy=NO_CACHE)
     def group_task(run_key: str, group: int) -> dict[str, int]:
-        return _RUNS[run_key].run_group(group)
+        counts = _RUNS[run_key].run_group(group)
+        _publish_group(_RUNS[run_key], group)
+        return counts
 
     labels = {g: _label(run, g) for g in groups}  # the flow body must not reference `run`
     name = run.name
@@ -71,3 +74,16 @@ def _label(run: BackfillRun, group: int) -> str:
     first, last = min(r.ds for r in rows)[:10], max(r.ds for r in rows)[:10]
     span = first if first == last else f"{first}..{last}"
     return f"{run.name} group {group}: {span} ({len(rows)} instances)"
+
+
+def _publish_group(run: BackfillRun, group: int) -> None:
+    """One table artifact per group (instance, table, date, status): readable in the Prefect UI."""
+    import re
+
+    from prefect.artifacts import create_table_artifact
+
+    rows = [{"instance": j.row.id, "table": j.row.table, "ds": j.row.ds, "status": j.status}
+            for j in (run.jobs[i] for i in run.groups[group])]
+    key = re.sub(r"[^a-z0-9-]+", "-", f"{run.name}-group-{group}".lower()).strip("-")
+    with contextlib.suppress(Exception):  # the ledger is the record; a UI artifact is a courtesy
+        create_table_artifact(rows, key=key, description=_label(run, group))

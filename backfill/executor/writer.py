@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..ledger import Ledger
@@ -28,7 +28,7 @@ class LedgerWriter:
         self._thread.start()
 
     def put(self, instance_id: str, values: Mapping[str, Any] | None = None, attempt: Mapping[str, Any] | None = None,
-            partitions: list[tuple[str | None, ...]] | None = None) -> None:
+            partitions: Sequence[tuple[str | None, ...]] | None = None) -> None:
         if self._error is not None:
             raise RuntimeError(f"the ledger cannot be written: {self._error}") from self._error
         self._queue.put({"id": instance_id, "values": values, "attempt": attempt, "partitions": partitions})

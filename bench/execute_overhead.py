@@ -1,0 +1,309 @@
+"""Execution overhead: 2,000 trivial instances through the real apply path vs a plain thread pool.
+
+In one process:
+
+  (1) prefect start  one no-op flow, timed and printed apart (a temporary Prefect server starts here
+                     unless PREFECT_API_URL names one); a second no-op flow shows a flow's steady cost;
+  (2) baseline       ThreadPoolExecutor(4) on one DuckDB file: per instance, on a cursor per thread,
+                     BEGIN; DELETE FROM t WHERE ds = ?; INSERT INTO t SELECT ..., ?; COMMIT;
+  (3) engine only    the same pool calling DuckDBEngine.write_partition (cursor, marker row, retries);
+  (4) planning       backfill.workspace.build_plans on the project, alone;
+  (5) apply          backfill.apply.apply_project on a fresh copy (fresh ledger and warehouse):
+                     lock, plan, enqueue, Prefect flow, scheduler, engine, ledger writer.
+
+Usage: python bench/execute_overhead.py [--instances 2000] [--repeat 1] [--strict]
+The goal is apply <= 1.5 x baseline, the Prefect start excluded. Exit status is 0 unless --strict and FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
+from pathlib import Path
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="bench-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+# the temporary server's default 20 s start-up budget is too short on a busy 2-core machine
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+GOAL_RATIO = 1.5
+WORKERS = 4
+START = date(2015, 1, 1)
+SELECT = "SELECT 1 AS id, 2 AS v"
+
+
+def build_project(root: Path, instances: int) -> None:
+    for sub in ("tables", "backfills"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "project.yaml").write_text(
+        "name: bench_exec\ndialect: duckdb\nengine: {type: duckdb, path: .backfill/warehouse.duckdb}\n"
+        f"state: .backfill/state.db\nmax_parallel: {WORKERS}\n")
+    (root / "tables" / "t.yaml").write_text(
+        "name: t\nkind: fact\ngranularity: day\npartition: ds\nprimary_key: [id]\nfields:\n"
+        "  - {name: id, type: BIGINT}\n  - {name: v, type: BIGINT}\n"
+        f"sql_inline: {SELECT}\n")
+    end = START + timedelta(days=instances - 1)
+    (root / "backfills" / "many.yaml").write_text(
+        "name: many\ntargets:\n  - table: t\nscope: current\n"
+        f"data_timestamp: {{start: {START.isoformat()}, end: {end.isoformat()}}}\n"
+        "runtime: immediately\ngroups: 4\norder: ascending\nskip: none\ndry_run: none\n")
+
+
+def fresh_copy(src: Path, dst: Path) -> Path:
+    """The specs only: no ledger, no warehouse."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".backfill"))
+    return dst
+
+
+def days(instances: int) -> list[date]:
+    return [START + timedelta(days=i) for i in range(instances)]
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+def prefect_start() -> tuple[float, float, float]:
+    """(import s, first no-op flow s, second no-op flow s)."""
+    from backfill.executor.flow import prepare_prefect
+
+    prepare_prefect()
+    started = time.perf_counter()
+    from prefect import flow
+    from prefect.settings import temporary_settings
+
+    imported = time.perf_counter() - started
+
+    @flow(name="bench-warmup", persist_result=False, validate_parameters=False, log_prints=False)
+    def warmup() -> int:
+        return 1
+
+    walls = []
+    for _ in range(2):
+        started = time.perf_counter()
+        with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+            assert warmup() == 1
+        walls.append(time.perf_counter() - started)
+    return imported, walls[0], walls[1]
+
+
+def baseline(work: Path, instances: int) -> tuple[float, int, int]:
+    """(wall s, rows in t, transaction conflicts retried) of the plain thread pool."""
+    import duckdb
+
+    con = duckdb.connect(str(work / "baseline.duckdb"))
+    con.execute("CREATE TABLE t (id BIGINT, v BIGINT, ds DATE)")
+    local = threading.local()
+    conflicts = [0]
+    lock = threading.Lock()
+
+    def one(ds: date) -> None:
+        cur = getattr(local, "cur", None)
+        if cur is None:
+            cur = local.cur = con.cursor()
+        while True:
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                cur.execute("DELETE FROM t WHERE ds = ?", [ds])
+                cur.execute(f"INSERT INTO t (id, v, ds) SELECT src.id, src.v, ? FROM ({SELECT}\n) AS src", [ds])
+                cur.execute("COMMIT")
+                return
+            except duckdb.TransactionException:
+                cur.execute("ROLLBACK")
+                with lock:
+                    conflicts[0] += 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        list(pool.map(one, days(instances)))
+    wall = time.perf_counter() - started
+    rows = int(con.execute("SELECT count(*) FROM t").fetchone()[0])  # type: ignore[index]
+    con.close()
+    return wall, rows, conflicts[0]
+
+
+def engine_only(project_src: Path, work: Path, instances: int) -> tuple[float, int]:
+    """(wall s, rows in t) of DuckDBEngine.write_partition from the same plain thread pool."""
+    from backfill.engines import WriteRequest, open_engine
+    from backfill.specs import load_project
+
+    root = fresh_copy(project_src, work / "engine-project")
+    project = load_project(root)
+    table = project.tables["t"]
+    engine = open_engine(project)
+    try:
+        engine.ensure_tables([table])
+
+        def one(ds: date) -> int:
+            text = ds.isoformat()
+            return engine.write_partition(WriteRequest(
+                table=table, ds=text, sql=SELECT, fields=None, instance_id=f"many/t/{text}",
+                attempt_id=f"bench:many/t/{text}:1", fingerprint="bench"))
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            written = sum(pool.map(one, days(instances)))
+        wall = time.perf_counter() - started
+        rows = int(engine.query("SELECT count(*) FROM t")[0][0])  # type: ignore[call-overload]
+        assert written == rows
+    finally:
+        engine.close()
+    return wall, rows
+
+
+def planning(project_src: Path, work: Path) -> tuple[float, int]:
+    from backfill.workspace import build_plans
+
+    root = fresh_copy(project_src, work / "plan-project")
+    started = time.perf_counter()
+    result = build_plans(root)
+    wall = time.perf_counter() - started
+    return wall, sum(len(p.instances) for p in result.plans)
+
+
+def apply(project_src: Path, work: Path, name: str) -> dict[str, float | int | str]:
+    from backfill.apply import apply_project
+    from backfill.engines import open_engine
+    from backfill.specs import load_project
+
+    root = fresh_copy(project_src, work / name)
+    marks: dict[str, float] = {}
+    started = time.perf_counter()
+    report = apply_project(root, say=lambda m: None, before_run=lambda plan: marks.setdefault("run",
+                                                                                              time.perf_counter()))
+    wall = time.perf_counter() - started
+    if not report.ok or len(report.backfills) != 1:
+        raise SystemExit(f"apply failed: {report.backfills}")
+    b = report.backfills[0]
+    engine = open_engine(load_project(root), read_only=True)
+    try:
+        rows = int(engine.query("SELECT count(*) FROM t")[0][0])  # type: ignore[call-overload]
+    finally:
+        engine.close()
+    before = marks.get("run", started) - started
+    return {"wall": wall, "before_run": before, "execution": b.seconds, "after": wall - before - b.seconds,
+            "success": b.counts.get("success", 0), "rows": rows,
+            "counts": ", ".join(f"{k} {v}" for k, v in sorted(b.counts.items()))}
+
+
+def stop_prefect_server() -> None:
+    """Stop the temporary Prefect server this process started, if any (as the CLI does)."""
+    module = sys.modules.get("prefect.server.api.server")
+    if module is None:
+        return
+    for server in list(getattr(module.SubprocessASGIServer, "_instances", {}).values()):
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--instances", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of baseline / engine / apply (min is reported)")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when apply misses the goal")
+    args = ap.parse_args(argv)
+    if args.instances < 1 or args.repeat < 1:
+        ap.error("--instances and --repeat must be >= 1")
+    n = args.instances
+
+    work = Path(tempfile.mkdtemp(prefix="bench-exec-"))
+    try:
+        src = work / "project"
+        build_project(src, n)
+        import backfill.apply  # noqa: F401 - not part of any timed step
+        import duckdb  # noqa: F401
+
+        server = os.environ.get("PREFECT_API_URL") or "temporary server started by the first flow"
+        p_import, p_first, p_second = prefect_start()
+        t_plan, planned = planning(src, work)
+        bases, engines, applies = [], [], []
+        for r in range(args.repeat):
+            wall, rows, conflicts = baseline_in(work, r, n)
+            if rows != n:
+                raise SystemExit(f"baseline wrote {rows} rows, expected {n}")
+            bases.append((wall, conflicts))
+            wall, rows = engine_only(src, work / f"round{r}", n)
+            if rows != n:
+                raise SystemExit(f"engine wrote {rows} rows, expected {n}")
+            engines.append(wall)
+            result = apply(src, work / f"round{r}", "apply-project")
+            if result["success"] != n or result["rows"] != n:
+                raise SystemExit(f"apply: {result['counts']}, {result['rows']} rows; expected {n} successes")
+            applies.append(result)
+
+        t_base = min(w for w, _ in bases)
+        t_engine = min(engines)
+        best = min(applies, key=lambda a: float(a["wall"]))
+        t_apply, t_exec = float(best["wall"]), float(best["execution"])
+        ratio = t_apply / t_base
+        ok = ratio <= GOAL_RATIO
+
+        print(f"execute_overhead: {n} instances of table t, groups 4, max_parallel {WORKERS}, "
+              f"python {sys.version.split()[0]}, {os.cpu_count()} cpu(s)")
+        print(f"prefect start (excluded): import {p_import:.2f} s, first flow {p_first:.2f} s, "
+              f"next flow {p_second:.2f} s ({server})")
+        header = f"{'path':<34} {'instances':>9} {'wall_s':>8} {'ms_per_instance':>16} {'x_baseline':>11}  result"
+        print(header)
+        print("-" * len(header))
+
+        def row(label: str, wall: float, note: str = "") -> None:
+            print(f"{label:<34} {n:>9} {wall:>8.3f} {1000 * wall / n:>16.3f} {wall / t_base:>11.2f}  {note}")
+
+        row("baseline thread pool (4)", t_base, f"floor; {sum(c for _, c in bases)} conflict(s) retried")
+        row("engine.write_partition pool (4)", t_engine, "engine only: cursor, marker row")
+        row("apply_project (real path)", t_apply,
+            ("PASS" if ok else "FAIL") + f" (goal <= {GOAL_RATIO:g}x)")
+        row("  of which execution", t_exec, "run_instances: flow + scheduler + engine + ledger")
+        print()
+        print(f"breakdown of apply:      {float(best['before_run']):.3f} s lock + recover + plan + enqueue, "
+              f"{t_exec:.3f} s execution, {float(best['after']):.3f} s summary and close")
+        print(f"planning alone:          {t_plan:.3f} s build_plans for {planned} instances")
+        print(f"apply outcome:           {best['counts']}; {best['rows']} rows in t")
+        if args.repeat > 1:
+            apply_walls = [float(a["wall"]) for a in applies]
+            print(f"runs (s):                baseline {', '.join(f'{w:.3f}' for w, _ in bases)}; "
+                  f"engine {', '.join(f'{w:.3f}' for w in engines)}; "
+                  f"apply {', '.join(f'{w:.3f}' for w in apply_walls)} (median {statistics.median(apply_walls):.3f})")
+        return 1 if (args.strict and not ok) else 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def baseline_in(work: Path, r: int, n: int) -> tuple[float, int, int]:
+    d = work / f"round{r}-baseline"
+    d.mkdir(parents=True, exist_ok=True)
+    return baseline(d, n)
+
+
+if __name__ == "__main__":
+    code = 1
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse usage errors and failed checks
+        if isinstance(exc.code, int):
+            code = exc.code
+        else:
+            print(f"error: {exc.code}", file=sys.stderr)
+    finally:
+        stop_prefect_server()
+        shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    # Prefect leaves service threads behind: leave without waiting for them, as the CLI does
+    os._exit(code)
