@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = ratio <= GOAL_RATIO
 
         print(f"execute_overhead: {n} instances of table t, groups 4, max_parallel {WORKERS}, "
-              f"python {sys.version.split()[0]}, {os.cpu_count()} cpu(s)")
+              f"python {sys.version.split()[0]}, {os.cpu_count()} cpu(s), "
+              f"load average {os.getloadavg()[0]:.2f} at the end")
         print(f"prefect start (excluded): import {p_import:.2f} s, first flow {p_first:.2f} s, "
               f"next flow {p_second:.2f} s ({server})")
         header = f"{'path':<34} {'instances':>9} {'wall_s':>8} {'ms_per_instance':>16} {'x_baseline':>11}  result"

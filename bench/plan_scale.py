@@ -333,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         cli = None if args.no_cli else run_cli(project, work / "plan.json")
 
         print(f"plan_scale: {args.tables} tables x {args.days} days, groups 4, "
-              f"python {sys.version.split()[0]}, {os.cpu_count()} cpu(s)")
+              f"python {sys.version.split()[0]}, {os.cpu_count()} cpu(s), "
+              f"load average {os.getloadavg()[0]:.2f} at the end")
         header = f"{'step':<26} {'instances':>10} {'wall_s':>8} {'peak_mb_rss':>12} {'x_baseline':>11}  result"
         print(header)
         print("-" * len(header))

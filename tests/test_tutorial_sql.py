@@ -1,28 +1,32 @@
 """The retail tutorial's SQL, run on DuckDB over generated data, against the pure-Python oracle.
 
-A tiny local renderer stands in for the tool's (same contract: tool-made dates and identifiers
-render raw, any other string renders as a quoted SQL literal), so these tests exercise the
-templates and the data, not the tool.
+The real planner renders and checks every instance, the real DuckDB engine writes each partition in
+execution order (no Prefect here, so this runs in seconds), and every partition must equal the
+oracle computed in plain Python from the source files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import jinja2
 import jsonschema
 import pytest
 import yaml
 
+from backfill.engines.base import WriteRequest
+from backfill.engines.duckdb_engine import DuckDBEngine
+from backfill.model import DateInterval
+from backfill.planner import LedgerView, PlannedInstance, plan_backfill
 from backfill.tutorial import generate_source_data
+from backfill.validate import Validated, validate_project
 
 sys.path.insert(0, str(Path(__file__).parent))
 import oracle  # noqa: E402
@@ -47,62 +51,7 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
-# ---------------------------------------------------------------- a tiny renderer
-
-
-class Raw(str):
-    """SQL text the tool itself produced (a date, an identifier, a literal): rendered as is."""
-
-
-def _finalize(value: Any) -> str:
-    if isinstance(value, Raw):
-        return str(value)
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    return str(value)
-
-
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, finalize=_finalize, autoescape=False)
-
-
-def render(template: str, ds: date, params: dict[str, Any], refs: set[str] | None = None) -> str:
-    def ref(name: str) -> Raw:
-        if refs is not None:
-            refs.add(name)
-        return Raw(name)
-
-    def source(path: str) -> Raw:
-        return Raw("'" + str(path).replace("'", "''") + "'")
-
-    def ds_add(value: str, days: int) -> Raw:
-        return Raw((date.fromisoformat(str(value)) + timedelta(days=days)).isoformat())
-
-    return _ENV.from_string(template).render(
-        ds=Raw(ds.isoformat()), ds_nodash=Raw(ds.strftime("%Y%m%d")), bizdate=Raw(ds.strftime("%Y%m%d")),
-        params=params, ref=ref, source=source, ds_add=ds_add,
-    )
-
-
-# ---------------------------------------------------------------- the project
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    fields: tuple[tuple[str, str], ...]
-    template: str
-    depends_on: tuple[str, ...]
-
-
-def tables(project: Path) -> dict[str, Table]:
-    out: dict[str, Table] = {}
-    for path in sorted((project / "tables").glob("*.yaml")):
-        spec = load(path)
-        out[spec["name"]] = Table(
-            spec["name"], tuple((f["name"], f["type"]) for f in spec["fields"]),
-            (path.parent / spec["sql"]).read_text(encoding="utf-8"), tuple(spec.get("depends_on", ())),
-        )
-    return out
+# ---------------------------------------------------------------- the real pipeline, without Prefect
 
 
 def dates_of(backfill: dict[str, Any]) -> list[date]:
@@ -111,37 +60,24 @@ def dates_of(backfill: dict[str, Any]) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def in_dependency_order(names: list[str], specs: dict[str, Table]) -> list[str]:
-    done: list[str] = []
-    while len(done) < len(names):
-        ready = [n for n in names if n not in done and all(d in done or d not in names
-                                                            for d in specs[n].depends_on)]
-        assert ready, f"dependency cycle among {names}"
-        done.extend(sorted(ready))
-    return done
-
-
 @dataclass
 class Warehouse:
+    """The tutorial planned by the real planner and written instance by instance by the real engine."""
+
     project: Path
-    con: duckdb.DuckDBPyConnection
-    specs: dict[str, Table]
-    params: dict[str, Any]
+    engine: DuckDBEngine
+    validated: Validated
     integration: dict[str, Any]
     logical: dict[str, Any]
 
-    def run(self, table: str, ds: date) -> None:
-        spec = self.specs[table]
-        refs: set[str] = set()
-        sql = render(spec.template, ds, self.params, refs)
-        assert refs == set(spec.depends_on), f"{table}: reads {sorted(refs)}, declares {spec.depends_on}"
-        cols = ", ".join(name for name, _ in spec.fields)
-        self.con.execute(f"DELETE FROM {table} WHERE ds = DATE '{ds}'")
-        self.con.execute(f"INSERT INTO {table} ({cols}, ds) SELECT {cols}, DATE '{ds}' FROM (\n{sql}\n) AS q")
+    def write(self, instance: PlannedInstance) -> None:
+        table = self.validated.project.tables[instance.table]
+        self.engine.write_partition(WriteRequest(table, instance.ds, instance.sql, None, instance.id,
+                                                 f"test:{instance.id}:{instance.ds}", instance.fingerprint))
 
     def rows(self, table: str, ds: date) -> list[tuple[Any, ...]]:
-        cols = ", ".join(name for name, _ in self.specs[table].fields)
-        return oracle.sort_rows(self.con.execute(f"SELECT {cols} FROM {table} WHERE ds = ?", [ds]).fetchall())
+        cols = ", ".join(f.name for f in self.validated.project.tables[table].fields)
+        return oracle.sort_rows(self.engine.query(f"SELECT {cols} FROM {table} WHERE ds = ?", [ds]))
 
 
 @pytest.fixture(scope="module")
@@ -150,22 +86,16 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
     shutil.copytree(SPECS, project, ignore=shutil.ignore_patterns("data", ".backfill"))
     counts = generate_source_data(project)
     assert all(n > 0 for n in counts.values())
-    con = duckdb.connect(str(project.parent / "warehouse.duckdb"))
-    con.execute(f"SET file_search_path = '{project}'")  # the engine resolves source() against the project
-    specs = tables(project)
-    for spec in specs.values():
-        columns = ", ".join(f"{name} {type_}" for name, type_ in spec.fields)
-        con.execute(f"CREATE TABLE {spec.name} ({columns}, ds DATE)")
-    wh = Warehouse(project, con, specs, load(project / "project.yaml")["params"],
-                   load(project / "backfills" / "integration.yaml"),
+    validated = validate_project(project, today=date(2026, 8, 1))
+    engine = DuckDBEngine(".backfill/warehouse.duckdb", project)
+    engine.ensure_tables(list(validated.project.tables.values()))
+    wh = Warehouse(project, engine, validated, load(project / "backfills" / "integration.yaml"),
                    load(project / "backfills" / "logical_tables.yaml"))
-    for backfill in (wh.integration, wh.logical):
-        targets = in_dependency_order([t["table"] for t in backfill["targets"]], specs)
-        for ds in dates_of(backfill):
-            for table in targets:
-                wh.run(table, ds)
+    for plan in sorted(validated.plans, key=lambda p: p.name):  # integration before logical
+        for instance in plan.instances:  # in execution order: groups, dates, dependencies
+            wh.write(instance)
     yield wh
-    con.close()
+    engine.close()
 
 
 # ---------------------------------------------------------------- tests
@@ -208,9 +138,15 @@ def test_logical_tables_match_oracle(warehouse: Warehouse, table: str) -> None:
 def test_dws_window_reads_only_loaded_ods_partitions(warehouse: Warehouse) -> None:
     loaded = set(dates_of(warehouse.integration))
     ds = min(loaded) + timedelta(days=2)  # its 7-day window starts before the first loaded partition
-    for table in in_dependency_order(["dim_customer", "dim_products", "fct_order_buy_di", "dws_all"],
-                                     warehouse.specs):
-        warehouse.run(table, ds)
+    spec = warehouse.validated.project.backfill_by_name("tutorial_logical")
+    assert spec is not None
+    one_day = dataclasses.replace(spec, data_timestamp=(DateInterval(
+        datetime.combine(ds, datetime.min.time()), datetime.combine(ds, datetime.min.time())),))
+    plan = plan_backfill(warehouse.validated.project, warehouse.validated.compiler, one_day, LedgerView(),
+                         date(2026, 8, 1), warehouse.validated.graph)
+    assert [i.table for i in plan.instances] == ["dim_customer", "dim_products", "fct_order_buy_di", "dws_all"]
+    for instance in plan.instances:
+        warehouse.write(instance)
     assert _exact(warehouse.rows("dws_all", ds)) == _exact(oracle.expected(warehouse.project, "dws_all", ds,
                                                                           loaded))
     assert oracle.expected(warehouse.project, "dws_all", ds, loaded) != oracle.expected(
