@@ -90,17 +90,18 @@ class BackfillRun:
 
     # ------------------------------------------------------------------ status bookkeeping
     def _set(self, job: _Job, status: str, **values: object) -> None:
-        previous = job.status
-        job.status = status
-        p = self.progress[job.row.group]
-        if previous == "running":
-            p.running -= 1
-        if status == "running":
-            p.running += 1
-        elif status in ("success", "dry_run"):
-            p.done += 1
-        elif status in BAD:
-            p.failed += 1
+        with self._lock:  # group threads and worker threads both change statuses
+            previous = job.status
+            job.status = status
+            p = self.progress[job.row.group]
+            if previous == "running":
+                p.running -= 1
+            if status == "running":
+                p.running += 1
+            elif status in ("success", "dry_run"):
+                p.done += 1
+            elif status in BAD:
+                p.failed += 1
         now = time.time()
         vals: dict[str, object] = {"status": status, **values}
         if status in ("success", "dry_run", "failed", "paused", "blocked", "killed"):
@@ -189,8 +190,7 @@ class BackfillRun:
             self._set(job, "paused", error="paused by an operator; `backfill resume` runs it")
         elif job.row.mode == "dry_run":
             self._set(job, "dry_run", started_at=time.time())
-        else:
-            self._set(job, "running", started_at=time.time())
+        else:  # stays `waiting` until a worker of the max_parallel pool takes it
             return self.pool.submit(self._execute, job)
         return None
 
@@ -203,6 +203,9 @@ class BackfillRun:
 
     def _execute(self, job: _Job) -> Outcome:
         row = job.row
+        if job.token.cancelled:
+            return Outcome("killed", error="killed before it started")
+        self._set(job, "running", started_at=time.time())
         table = self.tables[row.table]
         attempts = self.retries + 1
         last_error = ""
