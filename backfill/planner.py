@@ -128,6 +128,11 @@ def project_graph(compiler: ProjectCompiler, at: datetime, params: Mapping[str, 
             continue
         ds = ds_text(at, table.hourly)
         compiled = compiler.compile(table, at, {**compiler.project.params, **params}, ds)
+        for other in _backfill_params(compiler.project, params):  # a param may be given by a backfill only
+            if not isinstance(compiled, list):
+                break
+            retry = compiler.compile(table, at, {**compiler.project.params, **other}, ds)
+            compiled = retry if not isinstance(retry, list) else compiled
         if isinstance(compiled, list):
             errors.extend(compiled)
             graph[name] = table.depends_on or ()
@@ -154,6 +159,15 @@ def _read_location(table: Table, name: str) -> tuple[str, int, int]:
         if m:
             return t.file, n + t.line_offset, m.start() + 1 + t.col_offset
     return table.spec_file, 1, 1
+
+
+def _backfill_params(project: Project, tried: Mapping[str, object]) -> list[Mapping[str, object]]:
+    """The distinct params of the project's backfills, by backfill key, except those already tried."""
+    out: list[Mapping[str, object]] = []
+    for _, spec in sorted(project.backfills.items()):
+        if spec.params and dict(spec.params) != dict(tried) and spec.params not in out:
+            out.append(spec.params)
+    return out
 
 
 def _depends_on_error(table: Table, reads: Iterable[str]) -> SpecError:

@@ -211,10 +211,27 @@ class TemplateFailure(Exception):
         self.message, self.line, self.col = message, line, col
 
 
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, finalize=_finalize, autoescape=False,
+class _BoundedSandbox(SandboxedEnvironment):
+    """The sandbox, plus bounds on `*` and `**` so a template cannot exhaust memory or hang rendering."""
+
+    intercepted_binops = frozenset({"*", "**"})
+    _MAX_ITEMS = 100_000
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > 100:
+            raise jinja2.exceptions.SecurityError("exponent too large (at most 100)")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > self._MAX_ITEMS:
+                    raise jinja2.exceptions.SecurityError(f"repetition too large (at most {self._MAX_ITEMS} items)")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _BoundedSandbox(undefined=jinja2.StrictUndefined, finalize=_finalize, autoescape=False,
                             keep_trailing_newline=True)
+# `range` stays the sandbox's own, which refuses ranges of more than MAX_RANGE items
 _ENV.globals.update(ds_add=ds_add, add_days=ds_add, add_months=add_months, add_hours=add_hours,
-                    date_format=date_format, range=range)
+                    date_format=date_format)
 _QUOTED_PARAM = re.compile(r"""(['"])\s*\{\{\s*params\b[^}]*\}\}\s*\1""")
 
 
@@ -281,7 +298,7 @@ class CompiledTemplate:
         except jinja2.TemplateError as exc:
             line = _template_line(exc)
             raise TemplateFailure(_describe(exc), line, _column_of(self.template.source, line, exc)) from None
-        except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+        except (ValueError, TypeError, OverflowError, ArithmeticError, MemoryError, RecursionError) as exc:
             line = _template_line(exc)
             raise TemplateFailure(f"template: {exc}", line, 1) from None
         if _TEXT_OPEN in out:

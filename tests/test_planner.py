@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -603,3 +604,44 @@ def test_plan_is_deterministic(tmp_path: Path) -> None:
     b = plan1(tmp_path / "2", list(reversed(GRAPH)), targets=["a"], scope="downstream", groups=3,
               data_timestamp={"start": "2026-07-01", "end": "2026-07-09"})
     assert a == b
+
+
+def test_default_names_avoid_explicit_names_and_stay_stable_once_recorded(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p", CHAIN, {
+        "explicit": {"name": "a_20260720_1", "targets": [{"table": "b"}], "data_timestamp": "2026-07-01"},
+        "one": {"targets": [{"table": "a"}], "data_timestamp": "2026-07-01"},
+        "two": {"targets": [{"table": "a"}], "data_timestamp": "2026-07-01"},
+    })
+    names = {p.key: p.name for p in validate_project(root, today=TODAY).plans}
+    assert names == {"explicit": "a_20260720_1", "one": "a_20260720_2", "two": "a_20260720_3"}
+    # planning one backfill alone gives it the same name
+    assert plan_of(root, "two").name == "a_20260720_3"
+    # once `two` is applied (its name recorded), `one` keeps its name and `two` keeps its own
+    ledger = LedgerView(names={"two": "a_20260720_3"}, taken_names=frozenset({"a_20260720_3"}))
+    names = {p.key: p.name for p in validate_project(root, today=TODAY, ledger=ledger).plans}
+    assert names == {"explicit": "a_20260720_1", "one": "a_20260720_2", "two": "a_20260720_3"}
+
+
+def test_pruned_sql_runs_and_equals_the_whole_tables_columns(tmp_path: Path) -> None:
+    import duckdb
+
+    root = _tutorial(tmp_path, SELECT_AMT)
+    validated = validate_project(root, today=TODAY, only=["sel"])
+    (pruned,) = validated.plans[0].instances
+    whole = validated.compiler.compile(validated.project.tables["dws_all"], datetime(2026, 7, 3), {}, "2026-07-03")
+    assert not isinstance(whole, list)
+    con = duckdb.connect()
+    for name in ("fct_order_buy_di", "ods_order"):
+        t = validated.project.tables[name]
+        cols = ", ".join(f"{f.name} {f.type}" for f in t.fields)
+        con.execute(f"CREATE TABLE {name} ({cols}, ds DATE)")
+    con.execute("INSERT INTO ods_order VALUES (1, TIMESTAMP '2026-07-03 10:00', 7, 1, 1, 10.00, DATE '2026-07-03'),"
+                " (2, TIMESTAMP '2026-06-30 10:00', 8, 1, 1, 5.00, DATE '2026-06-30')")
+    con.execute("INSERT INTO fct_order_buy_di (order_id, customer_id, product_id, amount, ds) VALUES "
+                "(1, 7, 1, 10.00, DATE '2026-07-03'), (3, 7, 2, 5.01, DATE '2026-07-03')")
+    full = {r[0]: r for r in con.execute(whole.sql).fetchall()}
+    part = {r[0]: r for r in con.execute(pruned.sql).fetchall()}
+    assert set(full) == set(part) == {7, 8}
+    for key, row in part.items():
+        assert row == (full[key][0], full[key][2], full[key][3])  # customer_id, order_amt_1d, avg_order_amt_1d
+    assert part[7][1:] == (Decimal("15.01"), Decimal("7.51"))

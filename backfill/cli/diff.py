@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             fmt = "json"
         if fmt not in ("text", "json", "markdown"):
-            fail(f"--format must be text, json or markdown, not '{fmt}'")
+            raise typer.BadParameter(f"must be text, json or markdown, not '{fmt}'", param_hint="--format")
         root: Path = project_root(project)
         with user_errors(fmt == "json"):
             result = diff_project(root, base, head)

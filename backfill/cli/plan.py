@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             fmt = "json"
         if fmt not in ("text", "json", "markdown"):
-            fail(f"--format must be text, json or markdown, not '{fmt}'")
+            raise typer.BadParameter(f"must be text, json or markdown, not '{fmt}'", param_hint="--format")
         root = project_root(project)
         with user_errors(fmt == "json"):
             result = build_plans(root, backfills or None)
