@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, ProjectOpt, fail, project_root, user_errors
+from .common import JsonOpt, ProjectOpt, project_root, user_errors
 
 
 def register(app: typer.Typer) -> None:

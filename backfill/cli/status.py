@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import json
+import sys
 from collections.abc import Mapping
 from datetime import date
-from typing import TYPE_CHECKING, Annotated
+from itertools import groupby
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .common import JsonOpt, ProjectOpt, emit_json, project_root, user_errors
+from .common import JsonOpt, ProjectOpt, project_root, user_errors
 
 if TYPE_CHECKING:
     from rich.text import Text
 
     from ..status import StatusReport, TableStatus
 
-__all__ = ["register", "render_text"]
+__all__ = ["register", "render_text", "status_json"]
 
 CELLS = {"current": ("█", "green"), "stale": ("▒", "yellow"), "missing": ("·", "red")}
 _WORST = {"missing": 2, "stale": 1, "current": 0}
+_DAYS = [f"{d:02d}" for d in range(1, 32)]
 
 
 def _parse_day(value: str | None, option: str) -> date | None:
@@ -40,15 +43,19 @@ def _ruler() -> str:
     return "".join(cells)
 
 
-def _months(t: TableStatus) -> dict[str, dict[int, str]]:
-    """YYYY-MM -> day -> state of that day (an hourly table's day shows its worst hour)."""
-    out: dict[str, dict[int, str]] = defaultdict(dict)
+def _months(t: TableStatus) -> dict[str, dict[str, str]]:
+    """YYYY-MM -> day (DD) -> state of that day (an hourly table's day shows its worst hour)."""
+    out: dict[str, dict[str, str]] = {}
+    if not t.hourly:
+        for ds, state in t.dates.items():
+            out.setdefault(ds[:7], {})[ds[8:10]] = state
+        return out
     for ds, state in t.dates.items():
-        month, day = ds[:7], int(ds[8:10])
-        seen = out[month].get(day)
+        month = out.setdefault(ds[:7], {})
+        seen = month.get(ds[8:10])
         if seen is None or _WORST[state] > _WORST[seen]:
-            out[month][day] = state
-    return dict(sorted(out.items()))
+            month[ds[8:10]] = state
+    return out
 
 
 def _counts(n: Mapping[str, int]) -> Text:
@@ -90,13 +97,9 @@ def render_text(report: StatusReport) -> list[Text]:
         lines.append(head)
         for month, days in _months(t).items():
             row = Text(f"{'':<{width}}  {month:<7}  ")
-            for day in range(1, 32):
-                if day in days:
-                    ch, style = CELLS[days[day]]
-                    row.append(ch, style=style)
-                else:
-                    row.append(" ")
-            row.rstrip()
+            for cell, run in groupby(days.get(day) for day in _DAYS[:int(max(days))]):
+                ch, style = CELLS[cell] if cell is not None else (" ", "")
+                row.append(ch * len(list(run)), style=style)  # one styled run per stretch of equal cells
             lines.append(row)
         if not t.dates:
             lines.append(Text(f"{'':<{width}}  no partition expected or recorded", style="dim"))
@@ -111,6 +114,16 @@ def render_text(report: StatusReport) -> list[Text]:
         lines.append(Text("the ledger also records partitions of tables no spec declares any more: "
                           + ", ".join(report.undeclared), style="dim"))
     return lines
+
+
+def status_json(doc: dict[str, Any]) -> str:
+    """Deterministic JSON, one table per line: the C encoder keeps 100,000 dates fast (indent would not)."""
+    def dump(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+    tables = ",\n".join("    " + dump(t) for t in doc["tables"])
+    rest = "".join(f',\n  {dump(k)}: {dump(v)}' for k, v in sorted(doc.items()) if k != "tables")
+    return "{\n  \"tables\": [\n" + tables + ("\n  ]" if tables else "]") + rest + "\n}\n"
 
 
 def register(app: typer.Typer) -> None:
@@ -130,10 +143,10 @@ def register(app: typer.Typer) -> None:
         with user_errors(as_json):
             report = project_status(root, table, start, end)
         if as_json:
-            emit_json(report.to_json())
+            sys.stdout.write(status_json(report.to_json()))
             return
         from rich.console import Console
+        from rich.text import Text
 
         console = Console(highlight=False, soft_wrap=True)
-        for line in render_text(report):
-            console.print(line)
+        console.print(Text("\n").join(render_text(report)))
