@@ -108,11 +108,22 @@ class Scope:
 
 @dataclass(frozen=True)
 class DateInterval:
-    """Inclusive interval of data timestamps; `hourly` when either end named an hour."""
+    """Inclusive interval of data timestamps. An end that names a day (not an hour) covers the whole
+    day for hourly tables: `{start: 2026-07-01T22, end: 2026-07-02}` runs through 2026-07-02T23."""
 
     start: datetime
     end: datetime
-    hourly: bool = False
+    hourly: bool = False  # both ends name hours (shorthand for the two flags below)
+    start_hour: bool | None = None  # the start names an hour (default: `hourly`)
+    end_hour: bool | None = None
+
+    @property
+    def start_names_hour(self) -> bool:
+        return self.hourly if self.start_hour is None else self.start_hour
+
+    @property
+    def end_names_hour(self) -> bool:
+        return self.hourly if self.end_hour is None else self.end_hour
 
 
 @dataclass(frozen=True)

@@ -89,8 +89,9 @@ def expand_timestamps(intervals: Iterable[DateInterval], hourly: bool) -> list[d
     out: set[datetime] = set()
     for iv in intervals:
         if hourly:
-            start = iv.start if iv.hourly else datetime.combine(iv.start.date(), datetime.min.time())
-            end = iv.end if iv.hourly else datetime.combine(iv.end.date(), datetime.min.time()) + timedelta(hours=23)
+            start = iv.start if iv.start_names_hour else datetime.combine(iv.start.date(), datetime.min.time())
+            end = iv.end if iv.end_names_hour else \
+                datetime.combine(iv.end.date(), datetime.min.time()) + timedelta(hours=23)
             step = timedelta(hours=1)
         else:
             start = datetime.combine(iv.start.date(), datetime.min.time())

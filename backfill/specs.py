@@ -124,7 +124,14 @@ class _Loader:
                 self.errors.append(doc.error(("sql",), f"template file '{v['sql']}' not found (relative to {file})"))
                 self.broken.update((path.stem, v["name"]))
                 return None
-            template = Template(sql_path.read_text(encoding="utf-8"), _rel(self.root, sql_path))
+            try:
+                text = sql_path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                self.errors.append(doc.error(("sql",), f"cannot read template file '{v['sql']}': {exc}; "
+                                             "save it as UTF-8 text"))
+                self.broken.update((path.stem, v["name"]))
+                return None
+            template = Template(text, _rel(self.root, sql_path))
         else:
             line, col = doc.block_scalars.get(("sql_inline",), doc.where(("sql_inline",)))
             template = Template(v["sql_inline"], file, line_offset=line - 1, col_offset=col - 1
@@ -235,7 +242,7 @@ class _Loader:
                 self.errors.append(doc.error(at + ("end",), f"interval ends ({item['end']}) before it starts "
                                              f"({item['start']}); swap start and end"))
                 continue
-            out.append(DateInterval(start[0], end[0], start[1] or end[1]))
+            out.append(DateInterval(start[0], end[0], start[1] and end[1], start_hour=start[1], end_hour=end[1]))
         return tuple(out)
 
     def timestamp(self, doc: Located, at: tuple[str | int, ...], text: str) -> tuple[datetime, bool] | None:

@@ -645,3 +645,16 @@ def test_pruned_sql_runs_and_equals_the_whole_tables_columns(tmp_path: Path) -> 
     for key, row in part.items():
         assert row == (full[key][0], full[key][2], full[key][3])  # customer_id, order_amt_1d, avg_order_amt_1d
     assert part[7][1:] == (Decimal("15.01"), Decimal("7.51"))
+
+
+def test_an_interval_ending_on_a_day_covers_that_whole_day_for_hourly_tables() -> None:
+    from datetime import datetime as dt
+
+    from backfill.planner import expand_timestamps
+    from backfill.specs import parse_timestamp
+
+    start, end = parse_timestamp("2026-07-01T22"), parse_timestamp("2026-07-02")
+    iv = DateInterval(start[0], end[0], start[1] and end[1], start_hour=start[1], end_hour=end[1])
+    hours = expand_timestamps([iv], hourly=True)
+    assert hours[0] == dt(2026, 7, 1, 22) and hours[-1] == dt(2026, 7, 2, 23) and len(hours) == 26
+    assert expand_timestamps([iv], hourly=False) == [dt(2026, 7, 1), dt(2026, 7, 2)]
