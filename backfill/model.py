@@ -57,6 +57,8 @@ class Table:
     primary_key: tuple[str, ...] = ()
     depends_on: tuple[str, ...] | None = None
     description: str = ""
+    # where each top-level key's value stands in the spec file (line, col), for error locations
+    positions: Mapping[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def field_names(self) -> tuple[str, ...]:

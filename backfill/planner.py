@@ -179,7 +179,8 @@ def _depends_on_error(table: Table, reads: Iterable[str]) -> SpecError:
     if declared - actual:
         parts.append("depends_on lists " + ", ".join(sorted(declared - actual)) + " which the SQL does not read")
     fix = "list exactly the tables the SQL reads, or drop depends_on to infer them"
-    return SpecError("; ".join(parts) + "; " + fix, file=table.spec_file, line=1, col=1, table=table.name,
+    line, col = table.positions.get("depends_on", (1, 1))
+    return SpecError("; ".join(parts) + "; " + fix, file=table.spec_file, line=line, col=col, table=table.name,
                      key_path=("depends_on",))
 
 

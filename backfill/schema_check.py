@@ -113,6 +113,19 @@ def _one_of(err: ValidationError, kind: str, path: tuple[str | int, ...], s: dic
                 _bool_hint(deepest[0].instance), tuple(deepest[0].absolute_path), False
         if not s.get("description"):
             return _message(min(deeper, key=_rank), kind)
+    types: list[str] = []
+    for errs in branches.values():
+        wrong = [e for e in errs if e.validator == "type" and tuple(e.absolute_path) == path]
+        if not wrong:
+            break
+        name = _TYPE_NAMES.get(str(wrong[0].validator_value), str(wrong[0].validator_value))
+        if name not in types:
+            types.append(name)
+    else:
+        if types:  # every branch wants another type
+            about = f" ({s['description']})" if s.get("description") else ""
+            expected = " or ".join(types) if len(types) < 3 else ", ".join(types[:-1]) + " or " + types[-1]
+            return f"expected {expected}, got {_got(value)}{about}", path, False
     what = s.get("description") or "see the schema"
     return f"{_show(value)} is not valid here; expected {what}{_bool_hint(value)}", path, False
 
@@ -125,6 +138,8 @@ def _message(err: ValidationError, kind: str) -> tuple[str, tuple[str | int, ...
     wanted: Any = err.validator_value
     if v == "required":
         missing = [k for k in wanted if k not in (value or {})]
+        if len(missing) > 1:
+            return "missing required keys " + ", ".join(f"'{k}'" for k in missing) + "; add them", path, False
         return f"missing required key '{missing[0]}'; add it", path, False
     if v == "additionalProperties":
         allowed = sorted((s.get("properties") or {}).keys())

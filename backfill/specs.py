@@ -120,6 +120,11 @@ class _Loader:
         ok = True
         if "sql" in v:
             sql_path = (path.parent / v["sql"]).resolve()
+            if not sql_path.is_relative_to(self.root.resolve()):
+                self.errors.append(doc.error(("sql",), f"template file '{v['sql']}' is outside the project folder; "
+                                             "keep templates inside the project (e.g. sql/)"))
+                self.broken.update((path.stem, v["name"]))
+                return None
             if not sql_path.is_file():
                 self.errors.append(doc.error(("sql",), f"template file '{v['sql']}' not found (relative to {file})"))
                 self.broken.update((path.stem, v["name"]))
@@ -161,6 +166,7 @@ class _Loader:
             primary_key=tuple(v.get("primary_key", [])),
             depends_on=tuple(v["depends_on"]) if "depends_on" in v else None,
             description=v.get("description", ""),
+            positions={key: doc.where((key,)) for key in v},
         )
 
     # ---- backfills/*.yaml

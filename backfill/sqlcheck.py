@@ -236,19 +236,26 @@ def _projection_problems(tree: exp.Query, selects: list[str], table: Table) -> l
     declared = list(table.field_names)
     seen: set[str] = set()
     outer = tree.selects
+    stars = [s for s in outer
+             if isinstance(s, exp.Star) or (isinstance(s, exp.Column) and isinstance(s.this, exp.Star))]
+    explicit = {s.alias_or_name: s for s in outer if s not in stars}
     for i, name in enumerate(selects):
-        node = outer[i] if i < len(outer) else tree
+        # with a *, the expanded names no longer line up with the written ones
+        node = (outer[i] if i < len(outer) else tree) if not stars else explicit.get(name, tree)
         line, col = _pos(node) if isinstance(node, exp.Column | exp.Alias) else (1, 1)
+        token, why = name, ""
+        if stars and name not in explicit:
+            token, why = "*", f" (a * selects '{name}': list the columns instead)"
         if name in seen:
-            out.append(SqlProblem(f"column '{name}' is selected twice", line, col, name))
+            out.append(SqlProblem(f"column '{name}' is selected twice{why}", line, col, token))
         seen.add(name)
         if name == table.partition:
-            out.append(SqlProblem(f"do not select the partition column '{name}': the tool adds it",
-                                  line, col, name))
+            out.append(SqlProblem(f"do not select the partition column '{name}': the tool adds it{why}",
+                                  line, col, token))
         elif name not in declared:
             out.append(SqlProblem(
-                f"selects '{name}', which is not a declared field of '{table.name}'; declare it or remove it",
-                line, col, name))
+                f"selects '{name}', which is not a declared field of '{table.name}'; declare it or remove it{why}",
+                line, col, token))
     missing = [f for f in declared if f not in seen]
     if missing:
         out.append(SqlProblem(

@@ -35,8 +35,7 @@ def validate_project(root: str | Path, today: date | None = None, ledger: Ledger
     project = load_project(root)
     compiler = ProjectCompiler(project)
     errors: list[SpecError] = list(compiler.errors)
-    reference = datetime.combine(today - timedelta(days=1), datetime.min.time())
-    graph, graph_errors = project_graph(compiler, reference, {})
+    graph, graph_errors = project_graph(compiler, reference_timestamp(project, today), {})
     errors.extend(graph_errors)
     plans: list[BackfillPlan] = []
     if not errors:
@@ -55,3 +54,13 @@ def validate_project(root: str | Path, today: date | None = None, ledger: Ledger
     if errors:
         raise SpecErrors(errors)
     return Validated(project, compiler, graph, tuple(plans))
+
+
+def reference_timestamp(project: Project, today: date) -> datetime:
+    """The data timestamp every template is rendered at once to learn the table graph: the earliest
+    one any backfill asks for (so an error names a date the user wrote), else yesterday (T-1)."""
+    starts = [iv.start for b in project.backfills.values() for iv in (b.data_timestamp or ())]
+    if starts:
+        first = min(starts)
+        return datetime.combine(first.date(), datetime.min.time())
+    return datetime.combine(today - timedelta(days=1), datetime.min.time())
