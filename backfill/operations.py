@@ -103,18 +103,31 @@ class Operations:
         return todo
 
     def to_resume(self, target: str) -> tuple[str, list[str]]:
-        """Clear the operator pause; return what must run again (paused by hold, and what it blocked)."""
+        """Clear the operator pause; return what must run again: what an operator paused and what that
+        blocked (its downstream, the later dates of its group), never what a failure, a kill or a
+        skipped instance blocks (`rerun --failed` is for those)."""
         name, rows = resolve(self.ledger, target)
         held = [r.id for r in rows if r.held]
         self.ledger.set_flags(held or [r.id for r in rows], held=False)
         all_rows = self.ledger.instances(backfill=name)
-        paused = [r.id for r in rows if r.status == "paused" and r.mode != "skip"]
+        paused = [r for r in rows if r.status == "paused" and r.mode != "skip"]
         if not paused:
             return name, []
-        again = downstream_ids(all_rows, paused)
-        status = {r.id: r.status for r in all_rows}
-        blocked_later = [r.id for r in all_rows if r.status == "blocked"]
-        return name, [i for i in dict.fromkeys([*again, *blocked_later]) if status.get(i) in ("paused", "blocked")]
+        by_id = {r.id: r for r in all_rows}
+        later = [r.id for r in all_rows if r.status == "blocked"
+                 and any(r.group == p.group and r.position > p.position for p in paused)]
+        chosen = [i for i in downstream_ids(all_rows, [*(p.id for p in paused), *later])
+                  if by_id[i].status in ("paused", "blocked")]
+        keep = set(chosen)
+        changed = True
+        while changed:  # an upstream left out that did not succeed still blocks: leave those alone
+            changed = False
+            for i in list(keep):
+                ups = (by_id.get(u) for u in by_id[i].upstream if u not in keep)
+                if any(u is not None and u.status not in ("success", "dry_run") for u in ups):
+                    keep.discard(i)
+                    changed = True
+        return name, [i for i in chosen if i in keep]
 
     def to_rerun(self, target: str, failed_only: bool, instances: list[str], downstream: bool
                  ) -> tuple[str, list[str]]:

@@ -66,7 +66,8 @@ def wait_for(project: Path, ok: Any, what: str, proc: subprocess.Popen[str], tim
         if ok(found):
             return found
         if proc.poll() is not None:
-            raise AssertionError(f"the apply ended (rc {proc.returncode}) before {what}:\n{proc.stderr.read() if proc.stderr else ''}")
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"the apply ended (rc {proc.returncode}) before {what}:\n{err}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}: {found}")
         time.sleep(0.05)
@@ -79,6 +80,9 @@ def instances_json(project: Path, *args: str) -> dict[str, Any]:
 
 
 def test_watch_a_running_instance_then_kill_it(tutorial: Path, prefect_api: str) -> None:
+    spec = tutorial / "backfills" / "integration.yaml"  # fewer integration dates: a faster test
+    spec.write_text(spec.read_text().replace("{start: 2026-06-25, end: 2026-07-14}",
+                                             "{start: 2026-06-30, end: 2026-07-05}"))
     make_slow(tutorial, "2026-07-02", 20_000_000_000)  # minutes of work if nothing stops it
     proc = subprocess.Popen([BACKFILL, "apply", "--yes", "--project", str(tutorial)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -97,7 +101,7 @@ def test_watch_a_running_instance_then_kill_it(tutorial: Path, prefect_api: str)
         by_status: dict[str, set[str]] = {}
         for inst in backfill["instances"]:
             by_status.setdefault(inst["status"], set()).add(inst["id"])
-        waiting = {f"tutorial_logical/dws_all/2026-07-02"} | {
+        waiting = {"tutorial_logical/dws_all/2026-07-02"} | {
             f"tutorial_logical/{t}/{d}" for t in TABLES for d in GROUP_1[2:]}
         assert by_status["running"] == {SLOW}
         assert by_status["waiting"] == waiting
@@ -168,7 +172,8 @@ def test_watch_a_running_instance_then_kill_it(tutorial: Path, prefect_api: str)
     try:
         markers = con.execute("SELECT count(*) FROM _backfill_writes WHERE instance_id = ?", [SLOW]).fetchone()
         rows = con.execute("SELECT count(*) FROM fct_order_buy_di WHERE ds = DATE '2026-07-02'").fetchone()
-        done = con.execute("SELECT count(*) FROM _backfill_writes WHERE instance_id LIKE 'tutorial_logical/%'").fetchone()
+        done = con.execute("SELECT count(*) FROM _backfill_writes "
+                           "WHERE instance_id LIKE 'tutorial_logical/%'").fetchone()
     finally:
         con.close()
     assert markers == (0,) and rows == (0,)
@@ -189,5 +194,8 @@ def test_watch_a_running_instance_then_kill_it(tutorial: Path, prefect_api: str)
 
     ok = cli(tutorial, "logs", "tutorial_logical/dim_customer/2026-07-02")
     assert ok.exit_code == 0 and "--- attempt 1: success" in ok.stdout and "wrote 45 row(s)" in ok.stdout
+    typo = cli(tutorial, "instances", "--status", "runing")
+    assert typo.exit_code == 2 and "'runing' is not a status" in typo.output
+    assert cli(tutorial, "instances", "--date", "2026-7-2").exit_code == 2
     never = cli(tutorial, "logs", "tutorial_logical/dws_all/2026-07-02")
     assert never.exit_code == 0 and "blocked" in never.stdout and "no attempt yet" in never.stdout

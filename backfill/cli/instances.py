@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +13,9 @@ from ..errors import UserError
 if TYPE_CHECKING:  # the ledger (SQLAlchemy) loads only when a command reads it
     from ..ledger import InstanceRow, Ledger
 from .common import JsonOpt, ProjectOpt, emit_json, project_root, user_errors
+
+# ledger.ACTIVE + ledger.FINISHED, spelled out: the ledger (SQLAlchemy) must not load at import
+STATUSES = ("pending", "waiting", "running", "success", "dry_run", "failed", "paused", "blocked", "killed")
 
 
 def _clock(ts: float | None) -> str:
@@ -40,6 +44,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from ..operations import rollup
 
+        if status is not None and status not in STATUSES:
+            raise typer.BadParameter(f"'{status}' is not a status; one of: {', '.join(STATUSES)}",
+                                     param_hint="'--status'")
+        if ds is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}(T\d{2})?", ds):
+            raise typer.BadParameter(f"'{ds}' is not a data timestamp YYYY-MM-DD (or YYYY-MM-DDTHH)",
+                                     param_hint="'--date'")
         with user_errors(as_json):
             ledger = _ledger(project)
             rows = ledger.instances(backfill=backfill, status=status, ds=ds)

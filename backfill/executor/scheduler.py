@@ -39,6 +39,7 @@ class Outcome:
     status: str
     rows: int | None = None
     error: str | None = None
+    ended_at: float = field(default_factory=time.time)  # taken by the worker, before it frees its slot
 
 
 @dataclass
@@ -199,7 +200,7 @@ class BackfillRun:
             out = fut.result()
         except BaseException as exc:  # noqa: BLE001 - an instance never takes the run down
             out = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
-        self._set(job, out.status, rows=out.rows, error=out.error)
+        self._set(job, out.status, rows=out.rows, error=out.error, ended_at=out.ended_at)
 
     def _execute(self, job: _Job) -> Outcome:
         row = job.row
