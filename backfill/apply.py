@@ -195,7 +195,12 @@ def _check_saved_plan(root: Path, plan_file: Path, ledger: Ledger, result: PlanR
     doc = load_plan_file(plan_file)
     if doc.get("specs_fingerprint") != specs_fingerprint(root):
         raise UserError(f"{plan_file}: the specs changed since this plan was made; run `backfill plan --out` again")
-    if doc.get("state_fingerprint") != ledger.fingerprint_of_state():
+    if ledger.plan_applied(str(doc["plan_id"])):  # before the state check: its own apply changed the ledger
+        raise UserError(f"{plan_file}: this plan was already applied; a saved plan can be applied once")
+    made_on = doc.get("state_fingerprint")
+    if made_on == "empty":  # saved before the ledger existed: apply has just created it, empty
+        made_on = Ledger.empty_state_fingerprint()
+    if made_on != ledger.fingerprint_of_state():
         raise UserError(f"{plan_file}: the ledger changed since this plan was made (another apply ran); "
                         "run `backfill plan --out` again")
     if doc.get("plan_id") != result.plan_id:

@@ -17,6 +17,8 @@ Params are not part of the template fingerprint: a params-only change shows in `
 from __future__ import annotations
 
 import difflib
+import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -38,9 +40,13 @@ class TableStatus:
     table: str
     hourly: bool
     dates: Mapping[str, State]  # ds (YYYY-MM-DD, or YYYY-MM-DDTHH for hourly tables) -> state, sorted
+    counts: Mapping[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counts", Counter(self.dates.values()))
 
     def count(self, state: State) -> int:
-        return sum(1 for s in self.dates.values() if s == state)
+        return self.counts.get(state, 0)
 
     def to_json(self) -> dict[str, Any]:
         return {"table": self.table, "expected": len(self.dates), "current": self.count("current"),
@@ -60,22 +66,41 @@ class StatusReport:
 
 
 def table_graph(project: Project, today: date) -> dict[str, tuple[str, ...]]:
-    """table -> the tables it reads: declared `depends_on`, else its template rendered once."""
+    """table -> the tables it reads: declared `depends_on`, else its template rendered once.
+
+    A template that names no other declared table and has no computed `ref(...)` cannot read one:
+    it is not rendered at all (integration tables reading files, typically)."""
     graph = {name: tuple(t.depends_on) for name, t in project.tables.items() if t.depends_on is not None}
-    missing = sorted(n for n in project.tables if n not in graph)
-    if missing:
+    undeclared = sorted(n for n in project.tables if n not in graph)
+    if not undeclared:
+        return graph
+    names = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(project.tables, key=len, reverse=True))
+                       + r")\b")
+    param_names = {str(v) for v in project.params.values()} & set(project.tables)
+    render: list[str] = []
+    for name in undeclared:
+        source = project.tables[name].template.source
+        mentioned = {m.group(1) for m in names.finditer(source)} - {name}
+        if mentioned or param_names or _COMPUTED_REF.search(source):
+            render.append(name)
+        else:
+            graph[name] = ()
+    if render:
         from .compiler import ProjectCompiler
         from .planner import ds_text
 
         compiler = ProjectCompiler(project)
         at = datetime.combine(today - timedelta(days=1), datetime.min.time())
-        for name in missing:
+        for name in render:
             table = project.tables[name]
             compiled = None
             if name in compiler.templates:
                 compiled = compiler.compile(table, at, dict(project.params), ds_text(at, table.hourly))
             graph[name] = () if compiled is None or isinstance(compiled, list) else tuple(compiled.reads)
     return graph
+
+
+_COMPUTED_REF = re.compile(r"\bref\s*\(\s*[^'\"\s]")  # ref(some_variable), not ref('a_table')
 
 
 def _stamps(intervals: tuple[DateInterval, ...], hourly: bool, cache: dict[Any, list[str]]) -> list[str]:
@@ -120,33 +145,42 @@ def _state(recorded: Mapping[str, str | None], table: Table, current: str) -> St
     return "current" if all(fp is None or fp == current for fp in rows) else "stale"
 
 
-def compute_status(project: Project, partitions: Iterable[tuple[str, str, str, str | None]],
+def compute_status(project: Project, groups: Iterable[tuple[str, str, str | None, list[str]]],
                    today: date, table: str | None = None, start: date | None = None,
                    end: date | None = None) -> tuple[list[TableStatus], list[str]]:
-    """Per declared table, the state of each expected partition; and the undeclared tables recorded."""
+    """Per declared table, the state of each expected partition; and the undeclared tables recorded.
+
+    `groups`: (table, field, template fingerprint, dates) as `Ledger.partition_groups` reads them."""
     expected = expected_by_table(project, today)
-    recorded: dict[str, dict[str, dict[str, str | None]]] = {}
+    whole: dict[str, dict[str, str | None]] = {name: {} for name in project.tables}  # the usual '*' rows
+    by_field: dict[str, dict[str, dict[str, str | None]]] = {}  # partitions with per-field rows
     undeclared: set[str] = set()
-    for t, ds, f, tfp in partitions:
-        if t not in project.tables:
+    for t, f, tfp, dss in groups:
+        found = whole.get(t)
+        if found is None:
             undeclared.add(t)
-            continue
-        recorded.setdefault(t, {}).setdefault(ds, {})[f] = tfp
-    lo = start.isoformat() if start else None
-    hi = end.isoformat() if end else None
+        elif f == "*":
+            found.update(dict.fromkeys(dss, tfp))
+        else:
+            per_ds = by_field.setdefault(t, {})
+            for ds in dss:
+                per_ds.setdefault(ds, {})[f] = tfp
+    lo = start.isoformat() if start else "0000"
+    hi = end.isoformat() + "~" if end else "9999"  # '~' sorts after 'T': an hourly ds of the last day is in
     out: list[TableStatus] = []
     for name in sorted(project.tables):
         if table is not None and name != table:
             continue
         spec = project.tables[name]
         current = template_fingerprint(spec, project)
-        have = recorded.get(name, {})
-        dates: dict[str, State] = {}
-        for ds in sorted(expected[name] | have.keys()):
-            day = ds[:10]
-            if (lo and day < lo) or (hi and day > hi):
-                continue
-            dates[ds] = _state(have[ds], spec, current) if ds in have else "missing"
+        plain, fields = whole[name], by_field.get(name, {})
+        states: dict[str, State] = dict.fromkeys(expected[name], "missing")
+        states.update(dict.fromkeys(plain, "current"))
+        states.update(dict.fromkeys([ds for ds, tfp in plain.items() if tfp is not None and tfp != current],
+                                    "stale"))
+        for ds, recorded in fields.items():
+            states[ds] = _state({**({"*": plain[ds]} if ds in plain else {}), **recorded}, spec, current)
+        dates = {ds: states[ds] for ds in sorted(states) if lo <= ds <= hi}
         out.append(TableStatus(name, spec.hourly, dates))
     return out, sorted(undeclared)
 
@@ -165,12 +199,12 @@ def project_status(root: Path, table: str | None = None, start: date | None = No
         raise UserError(f"--from {start} is after --to {end}")
     ledger = open_ledger(project, create=False)
     where: str | None = None
-    rows: list[tuple[str, str, str, str | None]] = []
+    rows: list[tuple[str, str, str | None, list[str]]] = []
     if ledger is not None:
         try:
             url, _ = ledger_url(project)
             where = _where(project, url)
-            rows = ledger.partition_states(table)
+            rows = ledger.partition_groups(table)
         finally:
             ledger.close()
     tables, undeclared = compute_status(project, rows, today or date.today(), table, start, end)

@@ -1,0 +1,71 @@
+"""The benchmarks run at tiny sizes and print their tables. Behaviour only: no timing is asserted."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+
+
+def _env() -> dict[str, str]:
+    """The scripts make their own PREFECT_HOME; no Prefect server of this test session is reused."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["DO_NOT_TRACK"] = "1"
+    return env
+
+
+def _run(script: str, *args: str, timeout: float) -> str:
+    # the timeout only guards against a hang; nothing about speed is asserted
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          env=_env(), cwd=ROOT, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def _row(out: str, label: str) -> list[str]:
+    line = next((ln for ln in out.splitlines() if ln.startswith(label)), None)
+    assert line is not None, f"no row '{label}' in:\n{out}"
+    return line[len(label):].split()
+
+
+def test_plan_scale_prints_its_table_at_a_tiny_size() -> None:
+    out = _run("plan_scale.py", "--days", "20", "--tables", "3", "--repeat", "1", timeout=300)
+    assert "plan_scale: 3 tables x 20 days" in out
+    header = next(ln for ln in out.splitlines() if ln.startswith("step"))
+    assert header.split()[:6] == ["step", "instances", "wall_s", "peak_mb_rss", "x_baseline", "result"]
+    for label in ("baseline jinja2 render", "validate_project (min)", "validate_project (median)",
+                  "cli plan --format json"):
+        cells = _row(out, label)
+        assert cells[0] == "60", (label, cells)  # 3 tables x 20 days
+        float(cells[1])
+    assert re.search(r"validate_project \(min\).*\b(PASS|FAIL)\b", out)
+    assert "exit 0" in out  # the CLI subprocess planned the same project
+    shapes = re.search(r"shapes checked:\s+(\d+) distinct \(table, shape\) for (\d+) instances", out)
+    assert shapes, out
+    assert 3 <= int(shapes.group(1)) < int(shapes.group(2)) == 60  # one check per shape, not per instance
+    for key in ("tracemalloc peak:", "rss:", "per instance:", "runs (s):"):
+        assert key in out
+
+
+def test_execute_overhead_prints_its_table_at_a_tiny_size() -> None:
+    # reuses nothing: its own PREFECT_HOME and temporary Prefect server, fresh ledger and warehouse
+    out = _run("execute_overhead.py", "--instances", "20", timeout=600)
+    assert "execute_overhead: 20 instances" in out
+    assert "prefect start (excluded):" in out and "first flow" in out
+    header = next(ln for ln in out.splitlines() if ln.startswith("path"))
+    assert header.split()[:6] == ["path", "instances", "wall_s", "ms_per_instance", "x_baseline", "result"]
+    for label in ("baseline thread pool (4)", "engine.write_partition pool (4)", "apply_project (real path)",
+                  "  of which execution"):
+        cells = _row(out, label)
+        assert cells[0] == "20", (label, cells)
+        float(cells[1])
+    assert re.search(r"apply_project \(real path\).*\b(PASS|FAIL)\b", out)
+    assert "apply outcome:           success 20; 20 rows in t" in out
+    assert "planning alone:" in out and "build_plans for 20 instances" in out
+    assert "breakdown of apply:" in out and "inside execution:" in out
