@@ -70,6 +70,8 @@ def _sql_diff(t: TableDiff, d: PlanDiff) -> list[str]:
             notes.append(f"mode {a.mode} -> {b.mode}")
         if a.fields != b.fields:
             notes.append(f"fields {', '.join(a.fields or ('all',))} -> {', '.join(b.fields or ('all',))}")
+        if t.reasons == {"upstream"}:
+            notes.append("it reads an upstream partition that changes, so it runs again")
         return [f"The SQL of `{b.id}` is the same; " + ("; ".join(notes) or "its table definition changed")
                 + ".", ""]
     if len(lines) > _MAX_DIFF_LINES:

@@ -19,7 +19,7 @@ def instance_json(i: PlannedInstance, with_sql: bool = True) -> dict[str, Any]:
         "id": i.id, "table": i.table, "ds": i.ds, "group": i.group, "position": i.position,
         "mode": i.mode, "action": i.action, "fingerprint": i.fingerprint,
         "table_fingerprint": i.table_fingerprint, "upstream": list(i.upstream),
-        "fields": list(i.fields) if i.fields else "all", "linked": list(i.linked),
+        "fields": list(i.fields) if i.fields else "all", "linked": list(i.linked), "reason": i.reason,
     }
     if with_sql:
         out["sql"] = i.sql
@@ -66,6 +66,9 @@ def _table_rows(p: BackfillPlan) -> list[tuple[str, Counter[str], list[str], str
                 note.append("linked " + ", ".join(insts[0].linked))
         if t in p.downstream_added:
             note.append("downstream")
+        upstream_changed = sum(1 for i in insts if i.reason.startswith("upstream"))
+        if upstream_changed:
+            note.append(f"{upstream_changed} stale because an upstream changes")
         rows.append((t, counts, [i.ds for i in insts], "; ".join(note)))
     return rows
 
@@ -90,7 +93,8 @@ def plan_to_text(plans: tuple[BackfillPlan, ...] | list[BackfillPlan], verbose: 
         if verbose:
             for i in p.instances:
                 if i.action != "done":
-                    out.append(f"    {_SYMBOL[i.action]} {i.id}  group {i.group}  {i.mode}  {i.fingerprint}")
+                    why = f"  ({i.reason})" if i.reason else ""
+                    out.append(f"    {_SYMBOL[i.action]} {i.id}  group {i.group}  {i.mode}  {i.fingerprint}{why}")
         out.append("")
     summary = ", ".join(f"{total[a]} {a}" for a in ACTIONS)
     runs = total["new"] + total["stale"] + total["failed"]

@@ -164,7 +164,7 @@ class TableDiff:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
-    reasons: set[str] = field(default_factory=set)  # sql, definition, mode, fields
+    reasons: set[str] = field(default_factory=set)  # sql, definition, mode, fields, upstream
     sample: tuple[PlannedInstance, PlannedInstance] | None = None  # one changed (base, head) pair
 
     def to_json(self) -> dict[str, Any]:
@@ -222,12 +222,31 @@ def _reasons(a: PlannedInstance, b: PlannedInstance) -> set[str]:
     return out
 
 
+def _changed_by_upstream(old: dict[tuple[str, str], PlannedInstance], head: BackfillPlan | None
+                         ) -> set[tuple[str, str]]:
+    """Instances whose own SQL is the same but that run after an upstream whose data changes: their
+    partitions change too (the plan runs them; see planner._upstream_change)."""
+    touched: set[str] = set()
+    out: set[tuple[str, str]] = set()
+    for i in head.instances if head else ():  # execution order: upstream instances come first
+        a = old.get((i.table, i.ds))
+        if i.mode != "run":
+            continue
+        if a is None or _reasons(a, i):
+            touched.add(i.id)
+        elif any(u in touched for u in i.upstream):
+            touched.add(i.id)
+            out.add((i.table, i.ds))
+    return out
+
+
 def _compare_one(name: str, base: BackfillPlan | None, head: BackfillPlan | None) -> BackfillDiff:
     old = {(i.table, i.ds): i for i in base.instances} if base else {}
     new = {(i.table, i.ds): i for i in head.instances} if head else {}
     order = list(head.tables if head else ()) + [t for t in (base.tables if base else ()) if t not in
                                                  (head.tables if head else ())]
     tables = {t: TableDiff(t) for t in order}
+    by_upstream = _changed_by_upstream(old, head)
     for key in sorted(old.keys() | new.keys()):
         td = tables.setdefault(key[0], TableDiff(key[0]))
         a, b = old.get(key), new.get(key)
@@ -235,7 +254,7 @@ def _compare_one(name: str, base: BackfillPlan | None, head: BackfillPlan | None
             td.added.append(key[1])
         elif b is None:
             td.removed.append(key[1])
-        elif reasons := _reasons(a, b):
+        elif reasons := _reasons(a, b) or ({"upstream"} if key in by_upstream else set()):
             td.changed.append(key[1])
             td.reasons |= reasons
             if td.sample is None or (td.sample[0].sql == td.sample[1].sql and a.sql != b.sql):

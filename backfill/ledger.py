@@ -247,6 +247,13 @@ class Ledger:
                 taken.add(name)
         return parts, insts, names, frozenset(taken)
 
+    def written_times(self) -> dict[tuple[str, str], float]:
+        """(table, ds) -> when its partition was last written (any field)."""
+        q = sa.select(T_PARTITIONS.c.table_name, T_PARTITIONS.c.ds, sa.func.max(T_PARTITIONS.c.written_at)) \
+            .group_by(T_PARTITIONS.c.table_name, T_PARTITIONS.c.ds)
+        with self.engine.connect() as conn:
+            return {(str(t), str(d)): float(w) for t, d, w in conn.execute(q)}
+
     @staticmethod
     def empty_state_fingerprint() -> str:
         """`fingerprint_of_state` of a ledger that records nothing yet."""

@@ -37,6 +37,8 @@ class LedgerView:
     instances: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # instance id -> (status, fingerprint)
     names: Mapping[str, str] = field(default_factory=dict)  # backfill spec key -> its recorded name
     taken_names: frozenset[str] = frozenset()
+    written: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (table, ds) -> last write time
+    written_day: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (table, YYYY-MM-DD) -> latest
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class PlannedInstance:
     upstream: tuple[str, ...]
     fields: tuple[str, ...] | None = None  # None: the entire table
     linked: tuple[str, ...] = ()
+    reason: str = ""  # why it runs: what a reviewer reads next to `new` / `stale` / `failed`
 
 
 @dataclass(frozen=True)
@@ -215,11 +218,12 @@ def _free_name(spec: Backfill, taken: set[str], today: date) -> str:
 
 
 def _action(inst_id: str, mode: Mode, fp: str, table_fp: str, needed: Iterable[str], ledger: LedgerView,
-            partition_key: tuple[str, str]) -> Action:
+            partition_key: tuple[str, str]) -> tuple[Action, str]:
+    """The instance's action against the ledger alone, and why."""
     record = ledger.instances.get(inst_id)
     if mode != "run":
         wanted = "dry_run" if mode == "dry_run" else "paused"
-        return "done" if record == (wanted, fp) else "new"
+        return ("done", "") if record == (wanted, fp) else ("new", "skip execution" if mode == "skip" else "dry run")
     stored = ledger.partitions.get(partition_key, {})
     whole = stored.get("*")  # written as an entire table; later field writes override per field
 
@@ -228,10 +232,35 @@ def _action(inst_id: str, mode: Mode, fp: str, table_fp: str, needed: Iterable[s
 
     needed = list(needed)
     if all(recorded(f) == table_fp for f in needed):
-        return "done"
+        return "done", ""
     if record is not None and record[0] in ("failed", "killed", "blocked", "paused"):
-        return "failed"
-    return "stale" if any(recorded(f) is not None for f in needed) else "new"
+        return "failed", f"last run {record[0]}"
+    if any(recorded(f) is not None for f in needed):
+        return "stale", "SQL changed"
+    return "new", "missing"
+
+
+def _upstream_change(ledger: LedgerView, table: Table, ds: str, reads: Iterable[str], tables: Mapping[str, Table],
+                     will_run: Mapping[str, bool], upstream: Iterable[str]) -> str:
+    """Why a partition that is current by its own SQL must still run: its inputs change or changed.
+
+    An upstream instance of this plan runs first, or an upstream partition of the same data timestamp
+    was written after this one (by another backfill, a rerun, set-success)."""
+    for up_id in upstream:
+        if will_run.get(up_id):
+            return f"upstream {up_id.split('/', 1)[1]} runs first"
+    mine = ledger.written.get((table.name, ds))
+    if mine is None:
+        return ""
+    for up in reads:
+        up_table = tables.get(up)
+        if up_table is None:
+            continue
+        theirs = ledger.written.get((up, ds)) if up_table.hourly == table.hourly else \
+            ledger.written_day.get((up, ds[:10]))
+        if theirs is not None and theirs > mine:
+            return f"upstream {up} was rewritten after it"
+    return ""
 
 
 def plan_backfill(
@@ -278,6 +307,7 @@ def plan_backfill(
     if errors:
         raise SpecErrors(errors.values())
 
+    will_run: dict[str, bool] = {}  # tables come in dependency order: upstream instances are decided first
     for tname in order:
         table = project.tables[tname]
         mode: Mode = "skip" if _selected(spec.skip, tname) else "dry_run" if _selected(spec.dry_run, tname) else "run"
@@ -301,11 +331,15 @@ def plan_backfill(
                 fp = compiler_fp(compiler, table, sql)
             needed = (*fields, *linked) if fields else table.field_names
             group, pos = where[ts.date()]
+            action, reason = _action(inst_id, mode, fp, compiled.fingerprint, needed, ledger, (tname, ds))
+            if action == "done" and mode == "run":
+                reason = _upstream_change(ledger, table, ds, compiled.reads, project.tables, will_run, upstream)
+                action = "stale" if reason else "done"
+            will_run[inst_id] = mode == "run" and action != "done"
             by_day[ts.date()].append(PlannedInstance(
-                id=inst_id, table=tname, ds=ds, group=group, position=pos, mode=mode,
-                action=_action(inst_id, mode, fp, compiled.fingerprint, needed, ledger, (tname, ds)),
+                id=inst_id, table=tname, ds=ds, group=group, position=pos, mode=mode, action=action,
                 sql=sql, fingerprint=fp, table_fingerprint=compiled.fingerprint,
-                upstream=tuple(sorted(upstream)), fields=fields, linked=linked,
+                upstream=tuple(sorted(upstream)), fields=fields, linked=linked, reason=reason,
             ))
     instances = tuple(i for chunk in chunks for d in chunk for i in by_day[d])
     retries = spec.retries or project.retries

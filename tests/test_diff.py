@@ -74,12 +74,15 @@ def differences(doc: dict[str, Any]) -> dict[str, dict[str, dict[str, list[str]]
             for b in doc["backfills"] if b["status"] != "unchanged"}
 
 
-def test_changed_template_changes_only_its_instances(repo: Path) -> None:
+def test_changed_template_changes_its_instances_and_what_reads_them(repo: Path) -> None:
     change_dim_products(repo)
     commit(repo, "trim categories")
     doc = run_json(repo, "--base", "HEAD~1")
-    assert differences(doc) == {"tutorial_logical": {"dim_products": {"changed": JULY_1_14}}}
-    assert doc["summary"] == {"added": 0, "removed": 0, "changed": 14}
+    # dim_products' SQL changed; the fact and aggregate of the same backfill read it, so they change too
+    assert differences(doc) == {"tutorial_logical": {"dim_products": {"changed": JULY_1_14},
+                                                     "fct_order_buy_di": {"changed": JULY_1_14},
+                                                     "dws_all": {"changed": JULY_1_14}}}
+    assert doc["summary"] == {"added": 0, "removed": 0, "changed": 42}
     assert doc["base"] == "HEAD~1" and doc["head"] == "WORKTREE"
     statuses = {b["name"]: b["status"] for b in doc["backfills"]}
     assert statuses == {"tutorial_integration": "unchanged", "tutorial_logical": "changed"}
@@ -88,8 +91,9 @@ def test_changed_template_changes_only_its_instances(repo: Path) -> None:
     assert text.exit_code == 0, text.output
     assert "~ backfill tutorial_logical" in text.stdout
     assert "~ dim_products" in text.stdout and "14 changed  2026-07-01..2026-07-14  (sql)" in text.stdout
+    assert "14 changed  2026-07-01..2026-07-14  (upstream)" in text.stdout
     assert "tutorial_integration: no changes" in text.stdout
-    assert "Diff: 0 added, 0 removed, 14 changed" in text.stdout
+    assert "Diff: 0 added, 0 removed, 42 changed" in text.stdout
 
 
 def test_markdown_shows_one_sql_diff_per_changed_table(repo: Path) -> None:
@@ -99,8 +103,10 @@ def test_markdown_shows_one_sql_diff_per_changed_table(repo: Path) -> None:
     assert result.exit_code == 0, result.output
     md = result.stdout
     assert md.startswith("## Backfill diff: `HEAD~1` → working tree")
-    assert "**0 added, 0 removed, 14 changed**" in md
+    assert "**0 added, 0 removed, 42 changed**" in md
     assert "| `dim_products` | 0 | 0 | 14 (sql) | ~ 2026-07-01..2026-07-14 |" in md
+    assert "| `fct_order_buy_di` | 0 | 0 | 14 (upstream) | ~ 2026-07-01..2026-07-14 |" in md
+    assert "it reads an upstream partition that changes, so it runs again" in md
     assert md.count("<details>") == 1 and md.count("```diff") == 1
     assert "-    p.category," in md and "+    TRIM(p.category) AS category," in md
 
@@ -108,7 +114,7 @@ def test_markdown_shows_one_sql_diff_per_changed_table(repo: Path) -> None:
 def test_working_tree_change_is_seen_without_head(repo: Path) -> None:
     change_dim_products(repo)  # not committed
     doc = run_json(repo, "--base", "HEAD")
-    assert differences(doc) == {"tutorial_logical": {"dim_products": {"changed": JULY_1_14}}}
+    assert set(differences(doc)["tutorial_logical"]) == {"dim_products", "fct_order_buy_di", "dws_all"}
     doc = run_json(repo, "--base", "HEAD", "--head", "HEAD")
     assert differences(doc) == {}
     assert doc["head"] == "HEAD"

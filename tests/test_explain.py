@@ -80,7 +80,7 @@ def test_json_is_byte_stable_and_complete(project: Path) -> None:
     assert logical["tables"] == ["dim_customer", "dim_products", "fct_order_buy_di", "dws_all"]
     first = logical["instances"][0]
     assert set(first) == {"id", "table", "ds", "group", "position", "mode", "action", "fingerprint",
-                          "table_fingerprint", "upstream", "fields", "linked", "sql"}
+                          "table_fingerprint", "upstream", "fields", "linked", "reason", "sql"}
     assert first["fields"] == "all"
     fields = doc["backfills"][2]
     assert fields["runtime"] == "2026-08-01T02:00:00"

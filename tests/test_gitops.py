@@ -160,18 +160,19 @@ def test_template_change_diff_status_apply_then_deleted_spec(repo: Path, tutoria
 
     change_dim_products(p)
     commit(repo, "upper-case product categories")
-    # the reviewable diff: exactly the 14 dim_products instances, nothing downstream (their SQL is the same)
-    assert diff_changes(p, "HEAD~1") == {"tutorial_logical": {"dim_products": {"changed": JULY}}}
-    # status: those partitions are stale, and only those
+    # the reviewable diff: the 14 dim_products instances (SQL), and what reads them in the same backfill
+    affected = ("dim_products", "fct_order_buy_di", "dws_all")
+    assert diff_changes(p, "HEAD~1") == {"tutorial_logical": {t: {"changed": JULY} for t in affected}}
+    # status (computed with an older SQL): those partitions, and only those
     assert not_current(p) == {"dim_products": {d: "stale" for d in JULY}}
     plan = json.loads(ok("plan", "--json", project=p).stdout)
     stale = {i["id"] for b in plan["backfills"] for i in b["instances"] if i["action"] == "stale"}
-    assert stale == ids("tutorial_logical", "dim_products")
+    assert stale == set().union(*(ids("tutorial_logical", t) for t in affected))
 
     before = attempts_per_instance(p)
-    assert applied(p) == {"tutorial_logical": {"success": 14}}
+    assert applied(p) == {"tutorial_logical": {"success": 42}}
     after = attempts_per_instance(p)
-    assert {i for i in after if after[i] != before.get(i)} == ids("tutorial_logical", "dim_products")
+    assert {i for i in after if after[i] != before.get(i)} == stale
     assert not_current(p) == {}
     assert applied(p) == {}
 
@@ -194,7 +195,7 @@ def test_template_change_diff_status_apply_then_deleted_spec(repo: Path, tutoria
 
 # --- scope: downstream ------------------------------------------------------------------------------
 
-def test_downstream_scope_reruns_only_the_instances_whose_sql_changed(
+def test_downstream_scope_reruns_the_changed_table_and_everything_reading_it(
         repo: Path, tutorial: Path, prefect_api: str) -> None:
     p = tutorial
     (p / "backfills" / "logical_tables.yaml").write_text(
@@ -208,21 +209,22 @@ def test_downstream_scope_reruns_only_the_instances_whose_sql_changed(
 
     change_dim_products(p)
     commit(repo, "upper-case product categories")
-    # The plan compares each instance's own SQL: fct_order_buy_di and dws_all read dim_products but their
-    # SQL did not change, so neither diff, status nor apply touches them, even with scope: downstream.
-    assert diff_changes(p, "HEAD~1") == {"tutorial_logical": {"dim_products": {"changed": JULY}}}
+    # fct_order_buy_di and dws_all (added by scope: downstream) read dim_products: their SQL is the same
+    # but their input changes, so the diff lists them and apply recomputes them after dim_products
+    affected = ("dim_products", "fct_order_buy_di", "dws_all")
+    assert diff_changes(p, "HEAD~1") == {"tutorial_logical": {t: {"changed": JULY} for t in affected}}
     assert not_current(p) == {"dim_products": {d: "stale" for d in JULY}}
-    assert applied(p) == {"tutorial_logical": {"success": 14}}
+    assert applied(p) == {"tutorial_logical": {"success": 42}}
     assert not_current(p) == {}
-    # ... which leaves the fact table holding the categories of the old dim_products (documented here;
-    # `backfill rerun tutorial_logical --downstream` or a new backfill recomputes it)
+    assert applied(p) == {}
+    # the fact table now holds the new categories, like the dimension it reads
     con = duckdb.connect(str(p / ".backfill" / "warehouse.duckdb"), read_only=True)
     try:
         dim = con.execute("SELECT count(*) FROM dim_products WHERE category <> UPPER(category)").fetchone()
         fct = con.execute("SELECT count(*) FROM fct_order_buy_di WHERE category <> UPPER(category)").fetchone()
     finally:
         con.close()
-    assert dim == (0,) and fct is not None and fct[0] > 0
+    assert dim == (0,) and fct == (0,)
 
 
 # --- saved plans --------------------------------------------------------------------------------------

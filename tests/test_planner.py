@@ -658,3 +658,45 @@ def test_an_interval_ending_on_a_day_covers_that_whole_day_for_hourly_tables() -
     hours = expand_timestamps([iv], hourly=True)
     assert hours[0] == dt(2026, 7, 1, 22) and hours[-1] == dt(2026, 7, 2, 23) and len(hours) == 26
     assert expand_timestamps([iv], hourly=False) == [dt(2026, 7, 1), dt(2026, 7, 2)]
+
+
+# ---------------------------------------------------------------- data staleness through dependencies
+
+def _all_done(plan: BackfillPlan, written: dict[tuple[str, str], float] | None = None) -> LedgerView:
+    """A ledger in which every instance of `plan` was written with its current SQL."""
+    parts = {(i.table, i.ds): {"*": i.table_fingerprint} for i in plan.instances}
+    return LedgerView(partitions=parts, written=written or {(i.table, i.ds): 1.0 for i in plan.instances})
+
+
+def test_a_downstream_partition_reruns_when_its_upstream_instance_runs(tmp_path: Path) -> None:
+    first = plan1(tmp_path, CHAIN, targets=["a", "b", "c"], data_timestamp={"start": "2026-07-01", "end": "2026-07-03"})
+    current = _all_done(first)
+    assert {i.action for i in plan_of(tmp_path / "p", "bf", current).instances} == {"done"}
+    # a's SQL changes on 07-02 only: b and c of 07-02 must run after it, nothing else
+    parts = dict(current.partitions)
+    parts[("a", "2026-07-02")] = {"*": "older-sql"}
+    plan = plan_of(tmp_path / "p", "bf", LedgerView(partitions=parts, written=current.written))
+    running = {(i.table, i.ds): (i.action, i.reason) for i in plan.instances if i.action != "done"}
+    assert running == {
+        ("a", "2026-07-02"): ("stale", "SQL changed"),
+        ("b", "2026-07-02"): ("stale", "upstream a/2026-07-02 runs first"),
+        ("c", "2026-07-02"): ("stale", "upstream b/2026-07-02 runs first"),
+    }
+
+
+def test_a_partition_is_stale_when_its_upstream_was_rewritten_after_it(tmp_path: Path) -> None:
+    first = plan1(tmp_path, CHAIN, targets=["b", "c"], data_timestamp={"start": "2026-07-01", "end": "2026-07-02"})
+    written = {(i.table, i.ds): 10.0 for i in first.instances}
+    written[("a", "2026-07-01")] = 5.0   # older than b: fine
+    written[("a", "2026-07-02")] = 20.0  # a (not in this backfill) was rewritten after b of 07-02
+    plan = plan_of(tmp_path / "p", "bf", _all_done(first, written))
+    running = {(i.table, i.ds): i.reason for i in plan.instances if i.action != "done"}
+    assert running == {("b", "2026-07-02"): "upstream a was rewritten after it",
+                       ("c", "2026-07-02"): "upstream b/2026-07-02 runs first"}
+
+
+def test_a_dry_run_upstream_does_not_force_its_downstream(tmp_path: Path) -> None:
+    first = plan1(tmp_path, CHAIN, targets=["a", "b"], data_timestamp="2026-07-01")
+    plan = plan1(tmp_path / "again", CHAIN, ledger=_all_done(first), targets=["a", "b"], data_timestamp="2026-07-01",
+                 dry_run=["a"])
+    assert {(i.table, i.action) for i in plan.instances} == {("a", "new"), ("b", "done")}
