@@ -343,35 +343,57 @@ class Ledger:
 
         Each update: {"id": instance id, "values": {...instance columns...},
                       "attempt": {...} or None, "partitions": [(table, ds, field, fp[, template_fp])] or None};
-        the optional 5th element of a partition is the table's template fingerprint (fingerprints.py)."""
+        the optional 5th element of a partition is the table's template fingerprint (fingerprints.py).
+        The batch is merged first (later changes win, as if applied one by one), then written with one
+        executemany per statement shape: a batch of 500 instance changes is a handful of statements."""
         if not updates:
             return
         now = time.time()
+        instances: dict[str, dict[str, Any]] = {}
+        attempts: dict[str, dict[str, Any]] = {}
+        partitions: dict[tuple[str, str], tuple[bool, dict[str, dict[str, Any]]]] = {}
+        for u in updates:
+            if u.get("values"):
+                instances.setdefault(u["id"], {}).update(u["values"])
+            if u.get("attempt"):
+                attempts.setdefault(u["attempt"]["id"], {}).update(u["attempt"])
+            for part in u.get("partitions") or ():
+                table, ds, field, fp = part[:4]
+                row = {"table_name": table, "ds": ds, "field": field, "fingerprint": fp, "instance_id": u["id"],
+                       "written_at": now, "template_fingerprint": part[4] if len(part) > 4 else None}
+                reset, rows = partitions.get((table, ds), (False, {}))
+                if field == "*":  # the whole partition: earlier field records are replaced too
+                    reset, rows = True, {}
+                rows[field] = row
+                partitions[(table, ds)] = (reset, rows)
         with self.engine.begin() as conn:
-            for u in updates:
-                values = dict(u.get("values") or {})
-                if values:
-                    values["updated_at"] = now
-                    conn.execute(T_INSTANCES.update().where(T_INSTANCES.c.id == u["id"]).values(**values))
-                att = u.get("attempt")
-                if att:
-                    exists = conn.execute(sa.select(T_ATTEMPTS.c.id).where(T_ATTEMPTS.c.id == att["id"])).first()
-                    if exists:
-                        conn.execute(T_ATTEMPTS.update().where(T_ATTEMPTS.c.id == att["id"]).values(**att))
-                    else:
-                        conn.execute(T_ATTEMPTS.insert().values(**att))
-                for part in u.get("partitions") or ():
-                    table, ds, field, fp = part[:4]
-                    tfp = part[4] if len(part) > 4 else None
-                    if field == "*":
-                        conn.execute(T_PARTITIONS.delete().where(T_PARTITIONS.c.table_name == table,
-                                                                 T_PARTITIONS.c.ds == ds))
-                    else:
-                        conn.execute(T_PARTITIONS.delete().where(
-                            T_PARTITIONS.c.table_name == table, T_PARTITIONS.c.ds == ds, T_PARTITIONS.c.field == field))
-                    conn.execute(T_PARTITIONS.insert().values(table_name=table, ds=ds, field=field, fingerprint=fp,
-                                                              instance_id=u["id"], written_at=now,
-                                                              template_fingerprint=tfp))
+            for keys, group in _by_keys(instances.items()):
+                stmt = T_INSTANCES.update().where(T_INSTANCES.c.id == sa.bindparam("_id")).values(
+                    {k: sa.bindparam(k) for k in (*keys, "updated_at")})
+                conn.execute(stmt, [{**v, "_id": i, "updated_at": now} for i, v in group])
+            if attempts:
+                known = set()
+                for chunk in _chunks(list(attempts), 500):
+                    known |= {r[0] for r in conn.execute(sa.select(T_ATTEMPTS.c.id).where(T_ATTEMPTS.c.id.in_(chunk)))}
+                for _keys, group in _by_keys((i, a) for i, a in attempts.items() if i not in known):
+                    conn.execute(T_ATTEMPTS.insert(), [a for _i, a in group])
+                for keys, group in _by_keys((i, a) for i, a in attempts.items() if i in known):
+                    stmt = T_ATTEMPTS.update().where(T_ATTEMPTS.c.id == sa.bindparam("_id")).values(
+                        {k: sa.bindparam(k) for k in keys if k != "id"})
+                    conn.execute(stmt, [{**{k: v for k, v in a.items() if k != "id"}, "_id": i} for i, a in group])
+            if partitions:
+                whole = [{"t": t, "d": d} for (t, d), (reset, _rows) in partitions.items() if reset]
+                fields = [{"t": t, "d": d, "f": f} for (t, d), (reset, rows) in partitions.items() if not reset
+                          for f in rows]
+                p = T_PARTITIONS.c
+                if whole:
+                    conn.execute(T_PARTITIONS.delete().where(p.table_name == sa.bindparam("t"),
+                                                             p.ds == sa.bindparam("d")), whole)
+                if fields:
+                    conn.execute(T_PARTITIONS.delete().where(
+                        p.table_name == sa.bindparam("t"), p.ds == sa.bindparam("d"), p.field == sa.bindparam("f")),
+                        fields)
+                conn.execute(T_PARTITIONS.insert(), [r for _reset, rows in partitions.values() for r in rows.values()])
 
     def set_flags(self, ids: Sequence[str], **values: Any) -> int:
         if not ids:
@@ -485,6 +507,17 @@ class Ledger:
             if pid is not None:
                 q = q.where(T_LOCKS.c.pid == pid)
             return bool(conn.execute(q).rowcount)
+
+
+Keyed = tuple[str, dict[str, Any]]
+
+
+def _by_keys(items: Iterable[Keyed]) -> list[tuple[tuple[str, ...], list[Keyed]]]:
+    """Rows grouped by the set of columns they set: each group is one executemany."""
+    groups: dict[tuple[str, ...], list[Keyed]] = {}
+    for key, row in items:
+        groups.setdefault(tuple(sorted(row)), []).append((key, row))
+    return list(groups.items())
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -89,7 +89,8 @@ def test_json_is_byte_stable_and_complete(project: Path) -> None:
     assert dws["fields"] == ["order_amt_1d"] and dws["linked"] == ["avg_order_amt_1d"]
     assert fields["groups"] == [["2026-07-02"], ["2026-07-01"]]
     # sorted keys, one space indent, newline at the end
-    assert one.endswith("}\n") and one.startswith('{\n "backfills": [')
+    assert one.endswith("}\n") and one.startswith('{"backfills": [\n')
+    assert all(line.startswith('{"') for line in one.splitlines()[1:] if '"action"' in line)  # one per line
 
 
 def test_json_extra_keys() -> None:

@@ -41,7 +41,7 @@ __all__ = [
 MARKER_TABLE = "_backfill_writes"
 # name, type: the marker table's columns, in both engines
 MARKER_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("attempt_id", "VARCHAR PRIMARY KEY"),
+    ("attempt_id", "VARCHAR NOT NULL"),  # unique by construction (run id + instance + attempt): no key to maintain
     ("instance_id", "VARCHAR"),
     ("table_name", "VARCHAR"),
     ("ds", "VARCHAR"),

@@ -28,6 +28,9 @@ def prepare_prefect() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
+    # the temporary server of a process without PREFECT_API_URL takes 10-30 s to start on a busy
+    # 2-core machine; Prefect's own 20 s limit would fail the apply with a traceback
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def run_flow(run: BackfillRun) -> dict[int, dict[str, int]]:
