@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal, cast
 
-from .compiler import CompiledSql, ProjectCompiler
+from .compiler import ProjectCompiler
 from .dag import downstream_of, find_cycle, topological_order
 from .errors import SpecError, SpecErrors
 from .model import Backfill, DateInterval, Project, Table
+from .templates import fmt_date
 
 __all__ = [
     "Action",
@@ -85,7 +86,7 @@ class BackfillPlan:
 
 
 def ds_text(ts: datetime, hourly: bool) -> str:
-    return ts.strftime("%Y-%m-%dT%H") if hourly else ts.strftime("%Y-%m-%d")
+    return fmt_date(ts, "%Y-%m-%dT%H" if hourly else "%Y-%m-%d")
 
 
 def expand_timestamps(intervals: Iterable[DateInterval], hourly: bool) -> list[datetime]:
@@ -220,6 +221,8 @@ def _free_name(spec: Backfill, taken: set[str], today: date) -> str:
 def _action(inst_id: str, mode: Mode, fp: str, table_fp: str, needed: Iterable[str], ledger: LedgerView,
             partition_key: tuple[str, str]) -> tuple[Action, str]:
     """The instance's action against the ledger alone, and why."""
+    if not ledger.partitions and not ledger.instances:  # nothing recorded yet: everything is new
+        return ("new", "missing") if mode == "run" else ("new", "skip execution" if mode == "skip" else "dry run")
     record = ledger.instances.get(inst_id)
     if mode != "run":
         wanted = "dry_run" if mode == "dry_run" else "paused"
@@ -293,54 +296,47 @@ def plan_backfill(
     errors: dict[tuple[object, ...], SpecError] = {}
     by_day: dict[date, list[PlannedInstance]] = {d: [] for d in days}
     ids_by: dict[tuple[str, date], list[str]] = {}
-    compiled_by: dict[tuple[str, datetime], CompiledSql] = {}
-    for tname in order:
-        table = project.tables[tname]
-        for ts in stamps[tname]:
-            compiled = compiler.compile(table, ts, params, ds_text(ts, table.hourly))
-            if isinstance(compiled, list):
-                for e in compiled:
-                    errors.setdefault((e.file, e.line, e.col, e.message.split(" (table")[0]), e)
-                continue
-            compiled_by[(tname, ts)] = compiled
-            ids_by.setdefault((tname, ts.date()), []).append(f"{name}/{tname}/{ds_text(ts, table.hourly)}")
-    if errors:
-        raise SpecErrors(errors.values())
-
-    will_run: dict[str, bool] = {}  # tables come in dependency order: upstream instances are decided first
+    will_run: dict[str, bool] = {}
+    # one pass: tables come in dependency order, so upstream instances are known (and decided) first
     for tname in order:
         table = project.tables[tname]
         mode: Mode = "skip" if _selected(spec.skip, tname) else "dry_run" if _selected(spec.dry_run, tname) else "run"
         fields = chosen_fields.get(tname)
+        up_tables = [(up, project.tables[up].hourly and table.hourly) for up in tables if up != tname]
         for ts in sorted(stamps[tname], reverse=spec.order == "descending"):
-            compiled = compiled_by[(tname, ts)]
             ds = ds_text(ts, table.hourly)
+            compiled = compiler.compile(table, ts, params, ds)
+            if isinstance(compiled, list):
+                for e in compiled:
+                    errors.setdefault((e.file, e.line, e.col, e.message.split(" (table")[0]), e)
+                continue
+            day = ts.date()
             inst_id = f"{name}/{tname}/{ds}"
+            ids_by.setdefault((tname, day), []).append(inst_id)
+            if errors:
+                continue  # only collecting errors now
             upstream: list[str] = []
-            for up in compiled.reads:
-                if up not in tables:
-                    continue
-                if project.tables[up].hourly and table.hourly:
-                    cand = [f"{name}/{up}/{ds}"]
-                else:
-                    cand = ids_by.get((up, ts.date()), [])
-                upstream.extend(c for c in cand if c != inst_id)
+            for up, same_hour in up_tables:
+                if up in compiled.reads:
+                    upstream.extend([f"{name}/{up}/{ds}"] if same_hour else ids_by.get((up, day), ()))
             sql, fp, linked = compiled.sql, compiled.fingerprint, cast(tuple[str, ...], ())
             if fields:
                 sql, linked = compiler.field_selection(table, ts, params, fields)
                 fp = compiler_fp(compiler, table, sql)
             needed = (*fields, *linked) if fields else table.field_names
-            group, pos = where[ts.date()]
+            group, pos = where[day]
             action, reason = _action(inst_id, mode, fp, compiled.fingerprint, needed, ledger, (tname, ds))
             if action == "done" and mode == "run":
                 reason = _upstream_change(ledger, table, ds, compiled.reads, project.tables, will_run, upstream)
                 action = "stale" if reason else "done"
             will_run[inst_id] = mode == "run" and action != "done"
-            by_day[ts.date()].append(PlannedInstance(
+            by_day[day].append(PlannedInstance(
                 id=inst_id, table=tname, ds=ds, group=group, position=pos, mode=mode, action=action,
                 sql=sql, fingerprint=fp, table_fingerprint=compiled.fingerprint,
                 upstream=tuple(sorted(upstream)), fields=fields, linked=linked, reason=reason,
             ))
+    if errors:
+        raise SpecErrors(errors.values())
     instances = tuple(i for chunk in chunks for d in chunk for i in by_day[d])
     retries = spec.retries or project.retries
     return BackfillPlan(

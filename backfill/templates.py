@@ -25,6 +25,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from . import dataphin
+from .datefill import Filled, Slots, SymbolicDate, is_date_linear, lift
 from .errors import SpecError, snippet
 from .model import Table, Template
 
@@ -112,6 +113,12 @@ def _finalize(value: Any) -> str:
 
 # ---------------------------------------------------------------- date helpers
 
+@lru_cache(maxsize=65536)
+def fmt_date(ts: datetime, fmt: str) -> str:
+    """`ts.strftime(fmt)`, cached: planning formats the same few thousand timestamps over and over."""
+    return ts.strftime(fmt)
+
+
 def _as_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
@@ -132,25 +139,29 @@ def _shift_months(d: datetime, months: int) -> datetime:
 def _same_form(original: Any, shifted: datetime) -> DateText:
     text = str(original)
     if len(text) == 8 and text.isdigit():
-        return DateText(shifted.strftime("%Y%m%d"))
+        return DateText(fmt_date(shifted, "%Y%m%d"))
     if isinstance(original, datetime) or len(text) > 10:
-        return DateText(shifted.strftime("%Y-%m-%d %H:%M:%S"))
-    return DateText(shifted.strftime("%Y-%m-%d"))
+        return DateText(fmt_date(shifted, "%Y-%m-%d %H:%M:%S"))
+    return DateText(fmt_date(shifted, "%Y-%m-%d"))
 
 
+@lru_cache(maxsize=65536)
 def ds_add(value: Any, days: int) -> DateText:
     """`ds_add(ds, -7)`: the date n days away, in the same form (YYYY-MM-DD or YYYYMMDD)."""
     return _same_form(value, _as_datetime(value) + timedelta(days=int(days)))
 
 
+@lru_cache(maxsize=65536)
 def add_months(value: Any, months: int) -> DateText:
     return _same_form(value, _shift_months(_as_datetime(value), int(months)))
 
 
+@lru_cache(maxsize=65536)
 def add_hours(value: Any, hours: int) -> DateText:
     return DateText((_as_datetime(value) + timedelta(hours=int(hours))).strftime("%Y-%m-%d %H:%M:%S"))
 
 
+@lru_cache(maxsize=65536)
 def date_format(value: Any, fmt: str) -> DateText:
     """strftime of a date; only digits and separators may come out."""
     out = _as_datetime(value).strftime(str(fmt))
@@ -172,15 +183,15 @@ class RenderContext:
     def variables(self) -> dict[str, Any]:
         ts = self.data_timestamp
         v: dict[str, Any] = {
-            "ds": DateText(ts.strftime("%Y-%m-%d")),
-            "ds_nodash": DateText(ts.strftime("%Y%m%d")),
-            "bizdate": DateText(ts.strftime("%Y%m%d")),
+            "ds": DateText(fmt_date(ts, "%Y-%m-%d")),
+            "ds_nodash": DateText(fmt_date(ts, "%Y%m%d")),
+            "bizdate": DateText(fmt_date(ts, "%Y%m%d")),
             "data_timestamp": ts,
             "params": self.params,
         }
         if self.hourly:
-            v.update(hour=DateText(ts.strftime("%H")), ts=DateText(ts.strftime("%Y-%m-%d %H:%M:%S")),
-                     ts_nodash=DateText(ts.strftime("%Y%m%d%H%M%S")))
+            v.update(hour=DateText(fmt_date(ts, "%H")), ts=DateText(fmt_date(ts, "%Y-%m-%d %H:%M:%S")),
+                     ts_nodash=DateText(fmt_date(ts, "%Y%m%d%H%M%S")))
         return v
 
     def cyctime(self) -> datetime:
@@ -195,6 +206,22 @@ class Rendered:
     @property
     def sql(self) -> str:
         return strip_marks(self.marked)
+
+
+def _strftime(fmt: str) -> Callable[[datetime], str]:
+    return lambda ts: fmt_date(ts, fmt)
+
+
+class _SymbolicDateText(DateText, SymbolicDate):
+    """A symbolic date that finalize marks like any date (see datefill)."""
+
+
+@dataclass
+class _FastPath:
+    params: Mapping[str, Any]  # the very object this entry was made for (entries are keyed by its id)
+    filled: Filled | None
+    refs: tuple[str, ...] = ()
+    checked: int = 0  # instances compared with a real render so far
 
 
 def shape_of(marked: str) -> str:
@@ -230,8 +257,8 @@ class _BoundedSandbox(SandboxedEnvironment):
 _ENV = _BoundedSandbox(undefined=jinja2.StrictUndefined, finalize=_finalize, autoescape=False,
                             keep_trailing_newline=True)
 # `range` stays the sandbox's own, which refuses ranges of more than MAX_RANGE items
-_ENV.globals.update(ds_add=ds_add, add_days=ds_add, add_months=add_months, add_hours=add_hours,
-                    date_format=date_format)
+_ENV.globals.update(ds_add=lift(ds_add), add_days=lift(ds_add), add_months=lift(add_months),
+                    add_hours=lift(add_hours), date_format=lift(date_format))
 _QUOTED_PARAM = re.compile(r"""(['"])\s*\{\{\s*params\b[^}]*\}\}\s*\1""")
 
 
@@ -267,8 +294,11 @@ class CompiledTemplate:
             self._sched_cache[p.text] = p
         try:
             self._jinja = _ENV.from_string(converted)
+            self._globals = dict(self._jinja.globals)
+            self._linear = is_date_linear(_ENV.parse(converted))
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateFailure(f"template syntax: {exc.message}", exc.lineno, 1) from None
+        self._fast: dict[int, _FastPath] = {}
 
     def _failure_at(self, offset: int, message: str) -> TemplateFailure:
         src = self.template.source
@@ -277,8 +307,57 @@ class CompiledTemplate:
         return TemplateFailure(message, line, col)
 
     def render(self, ctx: RenderContext) -> Rendered:
+        """The instance's SQL: filled into a once-rendered text when the template is date-linear
+        (checked against real renders on the first two dates), else rendered in full."""
+        if not self._linear:
+            return self._render(ctx)
+        entry = self._fast.get(id(ctx.params))
+        if entry is None or entry.params is not ctx.params:
+            entry = self._symbolic(ctx)
+            self._fast[id(ctx.params)] = entry
+        if entry.filled is None:
+            return self._render(ctx)
+        try:
+            marked = entry.filled.fill(ctx.data_timestamp)
+        except Exception:  # noqa: BLE001 - the real render reports it properly
+            return self._render(ctx)
+        if entry.checked < 2:
+            real = self._render(ctx)
+            entry.checked += 1
+            if (real.marked, real.refs) != (marked, entry.refs):
+                entry.filled = None
+            return real
+        return Rendered(marked, entry.refs)
+
+    def _symbolic(self, ctx: RenderContext) -> _FastPath:
+        slots = Slots(_SymbolicDateText)
+        formats = {"ds": "%Y-%m-%d", "ds_nodash": "%Y%m%d", "bizdate": "%Y%m%d"}
+        if ctx.hourly:
+            formats.update(hour="%H", ts="%Y-%m-%d %H:%M:%S", ts_nodash="%Y%m%d%H%M%S")
+        variables: dict[str, Any] = {name: slots.new(_strftime(fmt)) for name, fmt in formats.items()}
+        variables["params"] = ctx.params
+        hour = timedelta(hours=1) if ctx.hourly else timedelta(days=1)
+
+        def sched(text: str) -> SymbolicDate:
+            param = self._sched_cache[text]
+            return slots.new(lambda t: dataphin.evaluate(param, t, t + hour))
+
+        refs: list[str] = []
+        try:
+            out = self._render_with(variables, refs, sched)
+        except Exception:  # noqa: BLE001 - not renderable symbolically: render per date instead
+            return _FastPath(ctx.params, None)
+        return _FastPath(ctx.params, Filled(out, slots), tuple(refs))
+
+    def _render(self, ctx: RenderContext) -> Rendered:
         refs: list[str] = []
 
+        def sched(text: str) -> DateText:
+            return DateText(dataphin.evaluate(self._sched_cache[text], ctx.data_timestamp, ctx.cyctime()))
+
+        return Rendered(self._render_with(ctx.variables(), refs, sched), tuple(refs))
+
+    def _render_with(self, variables: dict[str, Any], refs: list[str], sched: Callable[[str], str]) -> str:
         def ref(name: str) -> SqlText:
             name = str(name)
             if name not in refs:
@@ -288,13 +367,13 @@ class CompiledTemplate:
         def source(path: str) -> SqlText:
             return SqlText(self._source_ref(str(path)))
 
-        def sched(text: str) -> DateText:
-            return DateText(dataphin.evaluate(self._sched_cache[text], ctx.data_timestamp, ctx.cyctime()))
-
-        variables = ctx.variables()
-        variables.update(ref=ref, source=source, __sched=sched)
+        variables = {**self._globals, **variables, "ref": ref, "source": source, "__sched": sched}
         try:
-            out = self._jinja.render(variables)
+            try:  # Template.render, minus re-merging the environment globals on every call
+                out = _ENV.concat(self._jinja.root_render_func(self._jinja.new_context(variables, shared=True)))
+            except Exception:
+                _ENV.handle_exception()  # re-raises with the template's own line numbers
+                raise
         except jinja2.TemplateError as exc:
             line = _template_line(exc)
             raise TemplateFailure(_describe(exc), line, _column_of(self.template.source, line, exc)) from None
@@ -303,7 +382,7 @@ class CompiledTemplate:
             raise TemplateFailure(f"template: {exc}", line, 1) from None
         if _TEXT_OPEN in out:
             out = self._quote_text(out)
-        return Rendered(out, tuple(refs))
+        return out
 
     def _quote_text(self, out: str) -> str:
         """Quote every text value, refusing one rendered inside a SQL string, quoted name or comment."""
