@@ -77,6 +77,8 @@ class DuckDBEngine:
         except duckdb.Error as exc:
             raise EngineError(f"cannot open the DuckDB warehouse {target}: {one_line(exc)}") from exc
         self._ddl_lock = threading.Lock()
+        self._local = threading.local()
+        self._write_cursors: list[duckdb.DuckDBPyConnection] = []
         if not self.read_only:
             self._ensure_marker()
 
@@ -86,6 +88,16 @@ class DuckDBEngine:
         cur = self._con.cursor()
         root = str(self.root).replace("'", "''")
         cur.execute(f"SET file_search_path = '{root}'")
+        return cur
+
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:
+        """One cursor per writing thread, kept: a fresh cursor and its settings cost ~0.3 ms per write."""
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._cursor()
+            self._local.cursor = cur
+            with self._ddl_lock:
+                self._write_cursors.append(cur)
         return cur
 
     def _ensure_marker(self) -> None:
@@ -145,7 +157,7 @@ class DuckDBEngine:
         raise AssertionError("unreachable")
 
     def _write_once(self, req: WriteRequest, value: object, token: CancelToken) -> int:
-        cur = self._cursor()
+        cur = self._write_cursor()
         token.on_cancel(cur.interrupt)
 
         def run(sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
@@ -173,7 +185,6 @@ class DuckDBEngine:
                 raise
         finally:
             token.clear()
-            cur.close()
 
     def _statements(self, req: WriteRequest, value: object, run: Run) -> int:
         t, part = qident(req.table.name), qident(req.table.partition)
@@ -213,6 +224,9 @@ class DuckDBEngine:
         return duckdb_explain(self._cursor(), sql)
 
     def close(self) -> None:
+        for cur in self._write_cursors:
+            with contextlib.suppress(duckdb.Error):
+                cur.close()
         self._con.close()
 
 
