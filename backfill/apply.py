@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -146,7 +146,7 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
     from .executor.writer import LedgerWriter
 
     run_id = run_id or uuid.uuid4().hex[:12]
-    ledger.set_flags(list(ids), run_id=run_id, kill_requested=False)
+    ledger.set_flags(list(ids), run_id=run_id)
     rows = ledger.instances(ids=list(ids))
     report = BackfillReport(name)
     if not rows:
@@ -157,6 +157,8 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=project.max_parallel, thread_name_prefix="instance") as pool:
         run = BackfillRun(name, rows, project.tables, engine, writer, pool, run_id, retries, retry_delay, on_change)
+        run.apply_flags(ledger.flags([r.id for r in rows]))  # kills and pauses requested before it started
+        run.earlier_attempts = ledger.attempt_counts([r.id for r in rows])
         run.start()
 
         def poll() -> None:
@@ -236,9 +238,12 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
                 if not selectors and plan_file is None:
                     report.deleted_specs = ledger.mark_deleted_specs(b.key for b in project.backfills.values())
                 pending = {r.id for r in ledger.instances(status="pending")}
-                for plan in result.plans:
-                    report.backfills.append(_apply_one(project, ledger, engine, plan, pending, on_change,
-                                                       before_run))
+                plans = order_backfills(result.plans, result.validated.graph)
+                # record every backfill's instances first: a `kill` or `pause` aimed at a backfill that has
+                # not started yet in this apply lands on its recorded instances and is honoured when it starts
+                queued = [(plan, _enqueue(project, ledger, plan, pending)) for plan in plans]
+                for plan, todo in queued:
+                    report.backfills.append(_run_one(project, ledger, engine, plan, todo, on_change, before_run))
             finally:
                 engine.close()
     finally:
@@ -247,25 +252,57 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
     return report
 
 
-def _apply_one(project: Project, ledger: Ledger, engine: Any, plan: BackfillPlan, pending: set[str],
-               on_change: Callable[[str, str, str], None] | None,
-               before_run: Callable[[BackfillPlan], None] | None) -> BackfillReport:
-    run_id = uuid.uuid4().hex[:12]
+def order_backfills(plans: Sequence[BackfillPlan], graph: Mapping[str, Iterable[str]]) -> list[BackfillPlan]:
+    """Backfills in dependency order: one that reads tables another writes runs after it (ties and
+    cycles keep the spec-file order)."""
+    from .dag import topological_order
+
+    writes = {p.key: set(p.tables) for p in plans}
+    reads = {p.key: {up for t in p.tables for up in _upstream_closure(t, graph)} for p in plans}
+    edges = {p.key: [q.key for q in plans if q.key != p.key and reads[p.key] & writes[q.key]
+                     and not (reads[q.key] & writes[p.key])] for p in plans}
+    by_key = {p.key: p for p in plans}
+    return [by_key[k] for k in topological_order(by_key, edges)]
+
+
+def _upstream_closure(table: str, graph: Mapping[str, Iterable[str]]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(graph.get(table, ()))
+    while todo:
+        t = todo.pop()
+        if t not in seen:
+            seen.add(t)
+            todo.extend(graph.get(t, ()))
+    return seen
+
+
+def _enqueue(project: Project, ledger: Ledger, plan: BackfillPlan, pending: set[str]) -> list[PlannedInstance]:
+    """Record the plan's instances that must run as `pending` (or `waiting` for a future runtime)."""
     todo = [p for p in plan.instances if p.action != "done" or p.id in pending]
-    if not todo:
-        ledger.enqueue(plan.name, plan.key, plan.spec_file, plan.runtime, [])
-        return BackfillReport(plan.name)
     seq = {p.id: n for n, p in enumerate(plan.instances)}
     tfp = {t: template_fingerprint(project.tables[t], project) for t in {p.table for p in todo}}
     ledger.enqueue(plan.name, plan.key, plan.spec_file, plan.runtime,
-                   [_instance_row(p, plan.name, seq[p.id], run_id, tfp[p.table]) for p in todo])
-    if plan.runtime and datetime.fromisoformat(plan.runtime).timestamp() > time.time():
+                   [_instance_row(p, plan.name, seq[p.id], "", tfp[p.table]) for p in todo])
+    if todo and _scheduled(plan):
         ledger.set_flags([p.id for p in todo], status="waiting")
+    return todo
+
+
+def _scheduled(plan: BackfillPlan) -> bool:
+    return bool(plan.runtime) and datetime.fromisoformat(str(plan.runtime)).timestamp() > time.time()
+
+
+def _run_one(project: Project, ledger: Ledger, engine: Any, plan: BackfillPlan, todo: list[PlannedInstance],
+             on_change: Callable[[str, str, str], None] | None,
+             before_run: Callable[[BackfillPlan], None] | None) -> BackfillReport:
+    if not todo:
+        return BackfillReport(plan.name)
+    if _scheduled(plan):
         return BackfillReport(plan.name, counts={"waiting": len(todo)}, scheduled_for=plan.runtime)
     if before_run:
         before_run(plan)
     return run_instances(project, ledger, engine, plan.name, [p.id for p in todo], plan.retries,
-                         plan.retry_delay, on_change, run_id)
+                         plan.retry_delay, on_change)
 
 
 def run_again(root: Path, name: str, ids: Sequence[str], lock_timeout: float = 0.0,

@@ -395,6 +395,16 @@ class Ledger:
                         fields)
                 conn.execute(T_PARTITIONS.insert(), [r for _reset, rows in partitions.values() for r in rows.values()])
 
+    def attempt_counts(self, ids: Sequence[str]) -> dict[str, int]:
+        """instance id -> the highest attempt number recorded for it."""
+        out: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(ids), 500):
+                q = sa.select(T_ATTEMPTS.c.instance_id, sa.func.max(T_ATTEMPTS.c.number)) \
+                    .where(T_ATTEMPTS.c.instance_id.in_(chunk)).group_by(T_ATTEMPTS.c.instance_id)
+                out.update({str(i): int(n) for i, n in conn.execute(q)})
+        return out
+
     def set_flags(self, ids: Sequence[str], **values: Any) -> int:
         if not ids:
             return 0

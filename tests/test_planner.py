@@ -700,3 +700,17 @@ def test_a_dry_run_upstream_does_not_force_its_downstream(tmp_path: Path) -> Non
     plan = plan1(tmp_path / "again", CHAIN, ledger=_all_done(first), targets=["a", "b"], data_timestamp="2026-07-01",
                  dry_run=["a"])
     assert {(i.table, i.action) for i in plan.instances} == {("a", "new"), ("b", "done")}
+
+
+def test_backfills_of_one_apply_run_in_dependency_order(tmp_path: Path) -> None:
+    from backfill.apply import order_backfills
+
+    root = make_project(tmp_path / "p", CHAIN, {
+        "a_reads_nothing": {"name": "zz_first", "targets": [{"table": "a"}], "data_timestamp": "2026-07-01"},
+        "b_reads_a": {"name": "aa_second", "targets": [{"table": "b"}], "data_timestamp": "2026-07-01"},
+        "c_reads_b": {"name": "mm_third", "targets": [{"table": "c"}], "data_timestamp": "2026-07-01"},
+    })
+    validated = validate_project(root, today=TODAY)
+    wanted = ["zz_first", "aa_second", "mm_third"]  # writers before readers, whatever the names or files
+    for given in (validated.plans, tuple(reversed(validated.plans))):
+        assert [p.name for p in order_backfills(given, validated.graph)] == wanted

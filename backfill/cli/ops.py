@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..errors import UserError
+from ..errors import SpecErrors, UserError
 from .common import JsonOpt, ProjectOpt, emit_json, project_root, user_errors
 from .progress import LiveProgress
 
@@ -40,6 +41,33 @@ def _report_run(report, as_json: bool) -> None:  # type: ignore[no-untyped-def]
         if not as_json:
             print(f"error: {len(report.failures)} instance(s) did not succeed", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _serve_once(root: Path, interval: float) -> list[str]:
+    """Start the scheduled backfills that are due and still wait (or were never recorded)."""
+    from ..apply import apply_project
+    from ..specs import load_project
+    from ..workspace import open_ledger
+
+    project = load_project(root)
+    due = [b for b in project.backfills.values() if b.runtime is not None and b.runtime.timestamp() <= time.time()]
+    if not due:
+        return []
+    ledger = open_ledger(project, create=False)
+    waiting: set[str] = set()
+    recorded: set[str] = set()
+    if ledger is not None:
+        try:
+            recorded = {b["spec_key"] for b in ledger.backfills()}
+            waiting = {r.backfill for r in ledger.instances(status="waiting")}
+        finally:
+            ledger.close()
+    names = [b.name or b.key for b in due if b.key not in recorded or (b.name or b.key) in waiting]
+    if not names:
+        return []
+    report = apply_project(root, names, lock_timeout=interval)
+    return [f"ran {b.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(b.counts.items()))
+            for b in report.backfills if b.counts]
 
 
 def register(app: typer.Typer) -> None:
@@ -139,20 +167,21 @@ def register(app: typer.Typer) -> None:
     def serve(project: ProjectOpt = None,
               interval: Annotated[float, typer.Option(help="seconds between checks")] = 10.0,
               once: Annotated[bool, typer.Option("--once", help="check once and exit")] = False) -> None:
-        from ..apply import apply_project
-        from ..specs import load_project
 
         root = project_root(project)
         typer.echo(f"serving {root}: checking scheduled backfills every {interval:g}s")
         while True:
-            with user_errors():
-                due = [b.name or b.key for b in load_project(root).backfills.values()
-                       if b.runtime is not None and b.runtime.timestamp() <= time.time()]
-                if due:
-                    report = apply_project(root, due, lock_timeout=interval)
-                    for b in report.backfills:
-                        if b.counts:
-                            typer.echo(f"ran {b.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(b.counts.items())))
+            try:
+                ran = _serve_once(root, interval)
+            except (SpecErrors, UserError) as exc:  # report, keep serving: the next commit may fix it
+                lines = [e.one_line() for e in exc.errors] if isinstance(exc, SpecErrors) else [f"error: {exc}"]
+                for line in lines:
+                    print(line, file=sys.stderr)
+                if once:
+                    raise typer.Exit(1) from None
+            else:
+                for line in ran:
+                    typer.echo(line)
             if once:
                 return
             time.sleep(interval)

@@ -65,6 +65,7 @@ class BackfillRun:
         self.retry_delay = retry_delay
         self.on_change = on_change
         self.jobs = {r.id: _Job(r) for r in rows}
+        self.earlier_attempts: Mapping[str, int] = {}  # attempts recorded by earlier runs: numbering goes on
         self.groups: dict[int, list[str]] = {}
         for r in rows:
             self.groups.setdefault(r.group, []).append(r.id)
@@ -215,7 +216,8 @@ class BackfillRun:
             started = time.time()
             log = [f"{time.strftime('%Y-%m-%d %H:%M:%S')} attempt {n}/{attempts} of {row.id} "
                    f"(pid {os.getpid()} on {self._host})"]
-            attempt = {"id": attempt_id, "instance_id": row.id, "number": n, "pid": os.getpid(),
+            attempt = {"id": attempt_id, "instance_id": row.id, "number": self.earlier_attempts.get(row.id, 0) + n,
+                       "pid": os.getpid(),
                        "host": self._host, "started_at": started, "status": "running", "sql": row.sql}
             self.writer.put(row.id, {"attempts": n}, attempt=attempt)
             req = WriteRequest(table=table, ds=row.ds, sql=row.sql, fields=self._write_fields(row),
