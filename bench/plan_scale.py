@@ -227,7 +227,7 @@ def tool_render(root: Path) -> tuple[int, float]:
     compiler = ProjectCompiler(project)
     spec = next(iter(project.backfills.values()))
     params = {**project.params, **spec.params}
-    stamps = expand_timestamps(spec.data_timestamp, False)
+    stamps = expand_timestamps(spec.data_timestamp or (), False)
     started = time.perf_counter()
     count = 0
     for name in sorted(project.tables):
