@@ -29,7 +29,6 @@ from .templates import (
     TemplateFailure,
     mark_values,
     quote_literal,
-    shape_of,
     strip_marks,
 )
 
@@ -85,6 +84,8 @@ class ProjectCompiler:
         self._checks: dict[tuple[str, str], ShapeCheck] = {}
         self._transforms: dict[tuple[str, str, tuple[str, ...]], _Transform | None] = {}
         self._signatures: dict[tuple[str, str], dict[str, Any]] = {}
+        self._signatures_of: dict[str, str] = {}  # table -> write signature
+        self._reads: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
         for name, table in sorted(project.tables.items()):
             try:
                 self.templates[name] = CompiledTemplate(table, self.physical, self.source_ref, project.dialect)
@@ -124,7 +125,7 @@ class ProjectCompiler:
         return self.templates[table.name].render(ctx)
 
     def check(self, table: Table, rendered: Rendered) -> ShapeCheck:
-        key = (table.name, shape_of(rendered.marked))
+        key = (table.name, rendered.shape)
         found = self._checks.get(key)
         if found is None:
             found = check_sql(rendered.sql, table, self.project.tables, self.project.dialect,
@@ -144,16 +145,24 @@ class ProjectCompiler:
             return [_sql_error(table, p, rendered.sql, ds) for p in check.problems]
         sql = rendered.sql if self.project.dialect == self.target_dialect(table) else \
             self.transformed(table, rendered, check, ())
-        reads = tuple(sorted(set(check.reads) | set(rendered.refs)))
+        key = (check.reads, rendered.refs)
+        reads = self._reads.get(key)
+        if reads is None:
+            reads = self._reads[key] = tuple(sorted(set(check.reads) | set(rendered.refs)))
         return CompiledSql(sql, reads, fingerprint(sql, self.write_signature(table)))
 
     def write_signature(self, table: Table) -> str:
-        cols = ",".join(f"{f.name} {f.type}" for f in table.fields)
-        return f"{cols}|pk={','.join(table.primary_key)}|{table.partition} {partition_type(table)}"
+        """What the write depends on besides the SQL: columns and types, key, partition column."""
+        found = self._signatures_of.get(table.name)
+        if found is None:
+            cols = ",".join(f"{f.name} {f.type}" for f in table.fields)
+            found = f"{cols}|pk={','.join(table.primary_key)}|{table.partition} {partition_type(table)}"
+            self._signatures_of[table.name] = found
+        return found
 
     def transformed(self, table: Table, rendered: Rendered, check: ShapeCheck, keep: tuple[str, ...]) -> str:
         """Engine SQL of an instance, optionally pruned to the fields `keep`."""
-        key = (table.name, shape_of(rendered.marked), keep)
+        key = (table.name, rendered.shape, keep)
         dialect = self.target_dialect(table)
         if key not in self._transforms:
             self._transforms[key] = self._make_transform(rendered, keep, dialect)
@@ -185,7 +194,7 @@ class ProjectCompiler:
 
     # --- field selection
     def signatures(self, table: Table, rendered: Rendered, check: ShapeCheck) -> dict[str, Any]:
-        key = (table.name, shape_of(rendered.marked))
+        key = (table.name, rendered.shape)
         if key not in self._signatures:
             tree = check.tree
             sigs: dict[str, Any] = {}

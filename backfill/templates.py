@@ -202,10 +202,15 @@ class RenderContext:
 class Rendered:
     marked: str  # with date markers: its shape is `shape_of(marked)`
     refs: tuple[str, ...]  # tables named through ref(), in order of first use
+    known_shape: str | None = None  # given when the renderer knows it (date-filled renders)
 
     @property
     def sql(self) -> str:
         return strip_marks(self.marked)
+
+    @property
+    def shape(self) -> str:
+        return self.known_shape if self.known_shape is not None else shape_of(self.marked)
 
 
 def _strftime(fmt: str) -> Callable[[datetime], str]:
@@ -222,6 +227,7 @@ class _FastPath:
     filled: Filled | None
     refs: tuple[str, ...] = ()
     checked: int = 0  # instances compared with a real render so far
+    shape: str | None = None  # the same for every instance it fills
 
 
 def shape_of(marked: str) -> str:
@@ -326,8 +332,10 @@ class CompiledTemplate:
             entry.checked += 1
             if (real.marked, real.refs) != (marked, entry.refs):
                 entry.filled = None
+            elif entry.shape is None:
+                entry.shape = shape_of(real.marked)
             return real
-        return Rendered(marked, entry.refs)
+        return Rendered(marked, entry.refs, entry.shape)
 
     def _symbolic(self, ctx: RenderContext) -> _FastPath:
         slots = Slots(_SymbolicDateText)
