@@ -18,7 +18,6 @@ The goal is apply <= 1.5 x baseline, the Prefect start excluded. Exit status is 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import statistics
@@ -214,14 +213,6 @@ def apply(project_src: Path, work: Path, name: str) -> dict[str, float | int | s
             "counts": ", ".join(f"{k} {v}" for k, v in sorted(b.counts.items()))}
 
 
-def stop_prefect_server() -> None:
-    """Stop the temporary Prefect server this process started, if any (as the CLI does)."""
-    module = sys.modules.get("prefect.server.api.server")
-    if module is None:
-        return
-    for server in list(getattr(module.SubprocessASGIServer, "_instances", {}).values()):
-        with contextlib.suppress(Exception):  # best effort at exit
-            server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,7 +309,9 @@ if __name__ == "__main__":
         else:
             print(f"error: {exc.code}", file=sys.stderr)
     finally:
-        stop_prefect_server()
+        from backfill.executor.flow import stop_temporary_server
+
+        stop_temporary_server()
         shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
         sys.stdout.flush()
         sys.stderr.flush()

@@ -9,7 +9,6 @@ it, and `backfill logs` tells what happened.
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from steering import statuses
 from typer.testing import CliRunner, Result
 
 from backfill.cli import main as cli_main
@@ -26,8 +26,6 @@ SLOW = "tutorial_logical/fct_order_buy_di/2026-07-02"
 TABLES = ("dim_customer", "dim_products", "fct_order_buy_di", "dws_all")
 GROUP_1 = [f"2026-07-0{d}" for d in range(1, 6)]  # 14 dates in 3 groups: 07-01..05, 07-06..10, 07-11..14
 
-if not any(c.name == "instances" for c in cli_main.app.registered_commands):
-    cli_main._register_optional()
 
 
 def cli(project: Path, *args: str) -> Result:
@@ -44,19 +42,6 @@ def make_slow(project: Path, ds: str, rows: int) -> None:
                                 f"FROM range({rows}) AS r) IS NOT NULL{{% endif %}}"))
 
 
-def statuses(project: Path) -> dict[str, str]:
-    """Instance statuses read straight from the SQLite ledger ({} while it does not exist yet)."""
-    state = project / ".backfill" / "state.db"
-    if not state.exists():
-        return {}
-    try:
-        con = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1)
-        try:
-            return dict(con.execute("SELECT id, status FROM bf_instances").fetchall())
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return {}
 
 
 def wait_for(project: Path, ok: Any, what: str, proc: subprocess.Popen[str], timeout: float = 120) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,34 +18,19 @@ from typing import Any
 
 import oracle
 from conftest import warehouse_rows
-from typer.testing import CliRunner, Result
+from steering import LOGICAL, cli, dates, edit, statuses
+from typer.testing import Result
 
-from backfill.cli import main as cli_main
 from backfill.ledger import FINISHED, InstanceRow, Ledger
-
-if not any(c.name == "instances" for c in cli_main.app.registered_commands):
-    cli_main._register_optional()
 
 BACKFILL = str(Path(sys.executable).parent / "backfill")
 TABLES = ("dim_customer", "dim_products", "fct_order_buy_di", "dws_all")
-INTEGRATION = "data_timestamp: {start: 2026-06-25, end: 2026-07-14}"
-LOGICAL = "data_timestamp: {start: 2026-07-01, end: 2026-07-14}"
 
 
-def cli(project: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli_main.app, [*args, "--project", str(project)])
 
 
-def dates(project: Path, spec: str, start: str, end: str) -> None:
-    """Narrow a tutorial backfill to start..end (fewer instances: a faster test)."""
-    old = INTEGRATION if spec == "integration" else LOGICAL
-    edit(project / "backfills" / f"{spec}.yaml", old, f"data_timestamp: {{start: {start}, end: {end}}}")
 
 
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} not once in {path}"
-    path.write_text(text.replace(old, new))
 
 
 def add_condition(project: Path, ds: str, condition: str) -> None:
@@ -95,17 +79,6 @@ def iid(table: str, ds: str) -> str:
 # ---------------------------------------------------------------------------------- pause / resume
 
 
-def _statuses(state: Path) -> dict[str, str]:
-    if not state.exists():
-        return {}
-    try:
-        con = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1)
-        try:
-            return dict(con.execute("SELECT id, status FROM bf_instances").fetchall())
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return {}
 
 
 def release(fifo: Path, timeout: float = 30) -> None:
@@ -139,13 +112,12 @@ def test_pause_a_running_backfill_then_resume_it(tutorial: Path, prefect_api: st
     by_failure = {iid("dws_all", "2026-07-05")} | {iid(t, "2026-07-06") for t in TABLES}
     released = iid("dws_all", "2026-07-02")
     held_back = {iid(t, "2026-07-03") for t in TABLES}
-    state = tutorial / ".backfill" / "state.db"
     proc = subprocess.Popen([BACKFILL, "apply", "--yes", "--project", str(tutorial)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while True:  # 07-02 runs (and waits for the test); group 2 is over
-            s = _statuses(state)
+            s = statuses(tutorial)
             later = [i for i in s if i.startswith("tutorial_logical/") and i.split("/")[2] > "2026-07-03"]
             if s.get(slow) == "running" and len(later) == 12 and all(s[i] in FINISHED for i in later):
                 break
@@ -165,7 +137,7 @@ def test_pause_a_running_backfill_then_resume_it(tutorial: Path, prefect_api: st
         assert one.exit_code == 0, one.output
         assert one.stdout == f"resumed {released}; the running apply starts it when reached\n"
         time.sleep(1.5)
-        assert _statuses(state)[slow] == "running"
+        assert statuses(tutorial)[slow] == "running"
         release(hold)
         out, err = proc.communicate(timeout=120)
     finally:

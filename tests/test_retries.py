@@ -15,26 +15,16 @@ from pathlib import Path
 
 import oracle
 from conftest import warehouse_rows
-from typer.testing import CliRunner, Result
+from steering import cli, edit
 
-from backfill.cli import main as cli_main
 from backfill.ledger import Ledger
-
-if not any(c.name == "instances" for c in cli_main.app.registered_commands):
-    cli_main._register_optional()
 
 BACKFILL = str(Path(sys.executable).parent / "backfill")
 TARGET = "tutorial_logical/fct_order_buy_di/2026-07-02"
 
 
-def cli(project: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli_main.app, [*args, "--project", str(project)])
 
 
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} not once in {path}"
-    path.write_text(text.replace(old, new))
 
 
 def narrow(project: Path) -> None:

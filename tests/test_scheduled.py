@@ -14,32 +14,9 @@ from pathlib import Path
 import duckdb
 import oracle
 from conftest import warehouse_rows
-from typer.testing import CliRunner, Result
+from steering import LOGICAL, cli, dates, edit
 
-from backfill.cli import main as cli_main
 from backfill.ledger import InstanceRow, Ledger
-
-if not any(c.name == "instances" for c in cli_main.app.registered_commands):
-    cli_main._register_optional()
-
-INTEGRATION = "data_timestamp: {start: 2026-06-25, end: 2026-07-14}"
-LOGICAL = "data_timestamp: {start: 2026-07-01, end: 2026-07-14}"
-
-
-def cli(project: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli_main.app, [*args, "--project", str(project)])
-
-
-def dates(project: Path, spec: str, start: str, end: str) -> None:
-    """Narrow a tutorial backfill to start..end (fewer instances: a faster test)."""
-    old = INTEGRATION if spec == "integration" else LOGICAL
-    edit(project / "backfills" / f"{spec}.yaml", old, f"data_timestamp: {{start: {start}, end: {end}}}")
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new))
 
 
 def days(start: date, n: int) -> list[date]:

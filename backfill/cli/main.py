@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -37,16 +36,6 @@ def _register_optional() -> None:
         module.register(app)
 
 
-def _stop_prefect() -> None:
-    """Stop the temporary Prefect server this process started, if any."""
-    server_module = sys.modules.get("prefect.server.api.server")
-    if server_module is None:
-        return
-    for server in list(getattr(server_module.SubprocessASGIServer, "_instances", {}).values()):
-        with contextlib.suppress(Exception):  # best effort at exit
-            server.stop()
-
-
 def run() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -59,7 +48,9 @@ def run() -> None:
     if "prefect" not in sys.modules:
         sys.exit(code)
     # Prefect leaves service threads behind; stop its server and leave without waiting for them
-    _stop_prefect()
+    from ..executor.flow import stop_temporary_server
+
+    stop_temporary_server()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code if isinstance(code, int) else 1)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Any
 
 from .scheduler import BackfillRun
 
-__all__ = ["run_flow", "prepare_prefect"]
+__all__ = ["prepare_prefect", "run_flow", "stop_temporary_server"]
 
 # Prefect keeps flow and task objects alive in its registries; they reach the run only through this
 # table, emptied when the flow ends, so no engine connection outlives its apply.
@@ -90,3 +91,13 @@ def _publish_group(run: BackfillRun, group: int) -> None:
     key = re.sub(r"[^a-z0-9-]+", "-", f"{run.name}-group-{group}".lower()).strip("-")
     with contextlib.suppress(Exception):  # the ledger is the record; a UI artifact is a courtesy
         create_table_artifact(rows, key=key, description=_label(run, group))
+
+
+def stop_temporary_server() -> None:
+    """Stop the temporary Prefect server this process started, if any (a CLI run about to exit)."""
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is None:
+        return
+    for server in list(getattr(server_module.SubprocessASGIServer, "_instances", {}).values()):
+        with contextlib.suppress(Exception):  # best effort at exit
+            server.stop()
