@@ -109,8 +109,7 @@ def recover(ledger: Ledger, engine: Any) -> list[str]:
         if row.status not in ("running", "waiting") or row.backfill in scheduled:
             continue
         found = engine.query("SELECT attempt_id, rows FROM _backfill_writes WHERE instance_id = ?", [row.id])
-        run_id = _run_id_of(ledger, row.id)
-        committed = [r for r in found if run_id and str(r[0]).startswith(f"{run_id}:")]
+        committed = [r for r in found if row.run_id and str(r[0]).startswith(f"{row.run_id}:")]
         if committed:
             fields = (*row.fields, *row.linked) if row.fields else ("*",)
             ledger.apply_updates([{
@@ -126,15 +125,6 @@ def recover(ledger: Ledger, engine: Any) -> list[str]:
         recovered.append(row.id)
     return recovered
 
-
-def _run_id_of(ledger: Ledger, instance_id: str) -> str | None:
-    import sqlalchemy as sa
-
-    from .ledger import T_INSTANCES
-
-    with ledger.engine.connect() as conn:
-        value = conn.execute(sa.select(T_INSTANCES.c.run_id).where(T_INSTANCES.c.id == instance_id)).scalar()
-    return str(value) if value else None
 
 
 def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids: Sequence[str],

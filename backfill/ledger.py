@@ -132,6 +132,7 @@ class InstanceRow:
     held: bool
     kill_requested: bool
     template_fingerprint: str | None = None
+    run_id: str | None = None  # the apply run that last claimed it: its write markers start with it
 
     @property
     def duration(self) -> float | None:
@@ -148,7 +149,7 @@ def _row(r: Any) -> InstanceRow:
         upstream=tuple(json.loads(r.upstream)), sql=r.sql, fingerprint=r.fingerprint,
         table_fingerprint=r.table_fingerprint, status=r.status, attempts=r.attempts, started_at=r.started_at,
         ended_at=r.ended_at, rows=r.rows, error=r.error, held=bool(r.held), kill_requested=bool(r.kill_requested),
-        template_fingerprint=r.template_fingerprint,
+        template_fingerprint=r.template_fingerprint, run_id=r.run_id or None,
     )
 
 
@@ -425,13 +426,6 @@ class Ledger:
                                                   .where(T_INSTANCES.c.id.in_(chunk))):
                     out[i] = (bool(held), bool(kill))
         return out
-
-    def partitions(self, table: str | None = None) -> list[tuple[str, str, str, str]]:
-        q = sa.select(T_PARTITIONS.c.table_name, T_PARTITIONS.c.ds, T_PARTITIONS.c.field, T_PARTITIONS.c.fingerprint)
-        if table:
-            q = q.where(T_PARTITIONS.c.table_name == table)
-        with self.engine.connect() as conn:
-            return [(str(t), str(d), str(f), str(fp)) for t, d, f, fp in conn.execute(q)]
 
     def partition_states(self, table: str | None = None) -> list[tuple[str, str, str, str | None]]:
         """(table, ds, field, template fingerprint or None) of every recorded partition."""

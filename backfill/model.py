@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,9 +163,3 @@ class Project:
             if b.name == name or b.key == name:
                 return b
         return None
-
-
-def yesterday(today: date) -> date:
-    from datetime import timedelta
-
-    return today - timedelta(days=1)

@@ -120,7 +120,7 @@ def check_sql(
                                        line, col, name))
         elif name not in reads:
             reads.append(name)
-    if name_of_self(table) in reads:
+    if table.name in reads:
         line, col = 1, 1
         problems.append(SqlProblem(f"table '{table.name}' reads itself", line, col, table.name))
     if problems:
@@ -149,11 +149,6 @@ def check_sql(
         return ShapeCheck(tuple(problems), tuple(reads), has_table_functions=table_functions)
     engine_sql = sql if dialect == engine_dialect else tree.sql(dialect=engine_dialect)
     return ShapeCheck((), tuple(reads), engine_sql, table_functions, tree)
-
-
-def name_of_self(table: Table) -> str:
-    return table.name
-
 
 def _first_semicolon(sql: str, dialect: str) -> tuple[int, int, str]:
     """Where the first statement ends: (line, col, ';'), or (1, 1, '') if the tokens do not say."""

@@ -37,7 +37,6 @@ __all__ = [
     "Rendered",
     "SqlText",
     "DateText",
-    "compile_template",
     "quote_literal",
     "strip_marks",
 ]
@@ -484,11 +483,5 @@ def _text_in_quotes(sql: str) -> tuple[int, str] | None:
         if inside >= 0:
             return inside, where
         i = end + 1
-
-
-def compile_template(table: Table, physical: Callable[[str], str], source_ref: Callable[[str], str]
-                     ) -> CompiledTemplate:
-    return CompiledTemplate(table, physical, source_ref)
-
 
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))

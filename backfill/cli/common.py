@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -51,7 +51,3 @@ def user_errors(as_json: bool = False, show_detail: bool = True) -> Iterator[Non
         raise typer.Exit(1) from None
     except UserError as exc:
         fail(str(exc), as_json)
-
-
-def command(app: typer.Typer, name: str, help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return app.command(name, help=help_text, no_args_is_help=False)
