@@ -149,7 +149,11 @@ class ProjectCompiler:
         reads = self._reads.get(key)
         if reads is None:
             reads = self._reads[key] = tuple(sorted(set(check.reads) | set(rendered.refs)))
-        return CompiledSql(sql, reads, fingerprint(sql, self.write_signature(table)))
+        return CompiledSql(sql, reads, self.fingerprint(table, sql))
+
+    def fingerprint(self, table: Table, sql: str) -> str:
+        """What an instance of `table` executing `sql` is recorded with: the SQL and the write definition."""
+        return fingerprint(sql, self.write_signature(table))
 
     def write_signature(self, table: Table) -> str:
         """What the write depends on besides the SQL: columns and types, key, partition column."""

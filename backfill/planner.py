@@ -322,7 +322,7 @@ def plan_backfill(
             sql, fp, linked = compiled.sql, compiled.fingerprint, cast(tuple[str, ...], ())
             if fields:
                 sql, linked = compiler.field_selection(table, ts, params, fields)
-                fp = compiler_fp(compiler, table, sql)
+                fp = compiler.fingerprint(table, sql)
             needed = (*fields, *linked) if fields else table.field_names
             group, pos = where[day]
             action, reason = _action(inst_id, mode, fp, compiled.fingerprint, needed, ledger, (tname, ds))
@@ -346,9 +346,3 @@ def plan_backfill(
         tables=tuple(order), downstream_added=tuple(added), instances=instances,
         retries=retries.count, retry_delay=retries.delay_seconds,
     )
-
-
-def compiler_fp(compiler: ProjectCompiler, table: Table, sql: str) -> str:
-    from .compiler import fingerprint
-
-    return fingerprint(sql, compiler.write_signature(table))
