@@ -10,16 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .errors import SpecError, SpecErrors, UserError
-    from .model import Backfill, Project, Table
-    from .planner import BackfillPlan, LedgerView, PlannedInstance, plan_backfill
-    from .specs import load_project
-    from .validate import Validated, validate_project
+    from .plan.planner import BackfillPlan, LedgerView, PlannedInstance, plan_backfill
+    from .plan.validate import Validated, validate_project
+    from .spec.loader import load_project
+    from .spec.model import Backfill, Project, Table
 
 _WHERE = {
     "SpecError": "errors", "SpecErrors": "errors", "UserError": "errors",
-    "Backfill": "model", "Project": "model", "Table": "model",
-    "BackfillPlan": "planner", "LedgerView": "planner", "PlannedInstance": "planner", "plan_backfill": "planner",
-    "load_project": "specs", "Validated": "validate", "validate_project": "validate",
+    "Backfill": "spec.model", "Project": "spec.model", "Table": "spec.model",
+    "BackfillPlan": "plan.planner", "LedgerView": "plan.planner", "PlannedInstance": "plan.planner",
+    "plan_backfill": "plan.planner", "load_project": "spec.loader",
+    "Validated": "plan.validate", "validate_project": "plan.validate",
 }
 
 

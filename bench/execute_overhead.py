@@ -7,8 +7,8 @@ In one process:
   (2) baseline       ThreadPoolExecutor(4) on one DuckDB file: per instance, on a cursor per thread,
                      BEGIN; DELETE FROM t WHERE ds = ?; INSERT INTO t SELECT ..., ?; COMMIT;
   (3) engine only    the same pool calling DuckDBEngine.write_partition (cursor, marker row, retries);
-  (4) planning       backfill.workspace.build_plans on the project, alone;
-  (5) apply          backfill.apply.apply_project on a fresh copy (fresh ledger and warehouse):
+  (4) planning       backfill.plan.workspace.build_plans on the project, alone;
+  (5) apply          backfill.run.apply.apply_project on a fresh copy (fresh ledger and warehouse):
                      lock, plan, enqueue, Prefect flow, scheduler, engine, ledger writer.
 
 Usage: python bench/execute_overhead.py [--instances 2000] [--repeat 1] [--strict]
@@ -79,7 +79,7 @@ def days(instances: int) -> list[date]:
 
 def prefect_start() -> tuple[float, float, float]:
     """(import s, first no-op flow s, second no-op flow s)."""
-    from backfill.executor.flow import prepare_prefect
+    from backfill.run.flow import prepare_prefect
 
     prepare_prefect()
     started = time.perf_counter()
@@ -138,8 +138,8 @@ def baseline(work: Path, instances: int) -> tuple[float, int, int]:
 
 def engine_only(project_src: Path, work: Path, instances: int) -> tuple[float, int]:
     """(wall s, rows in t) of DuckDBEngine.write_partition from the same plain thread pool."""
-    from backfill.engines import WriteRequest, open_engine
-    from backfill.specs import load_project
+    from backfill.run.engines import WriteRequest, open_engine
+    from backfill.spec.loader import load_project
 
     root = fresh_copy(project_src, work / "engine-project")
     project = load_project(root)
@@ -166,7 +166,7 @@ def engine_only(project_src: Path, work: Path, instances: int) -> tuple[float, i
 
 
 def planning(project_src: Path, work: Path) -> tuple[float, int]:
-    from backfill.workspace import build_plans
+    from backfill.plan.workspace import build_plans
 
     root = fresh_copy(project_src, work / "plan-project")
     started = time.perf_counter()
@@ -176,9 +176,9 @@ def planning(project_src: Path, work: Path) -> tuple[float, int]:
 
 
 def apply(project_src: Path, work: Path, name: str) -> dict[str, float | int | str]:
-    from backfill.apply import apply_project
-    from backfill.engines import open_engine
-    from backfill.specs import load_project
+    from backfill.run.apply import apply_project
+    from backfill.run.engines import open_engine
+    from backfill.spec.loader import load_project
 
     root = fresh_copy(project_src, work / name)
     marks: dict[str, float] = {}
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         build_project(src, n)
         import duckdb  # noqa: F401 - imports are not part of any timed step
 
-        import backfill.apply  # noqa: F401
+        import backfill.run.apply  # noqa: F401
 
         server = os.environ.get("PREFECT_API_URL") or "temporary server started by the first flow"
         p_import, p_first, p_second = prefect_start()
@@ -309,7 +309,7 @@ if __name__ == "__main__":
         else:
             print(f"error: {exc.code}", file=sys.stderr)
     finally:
-        from backfill.executor.flow import stop_temporary_server
+        from backfill.run.flow import stop_temporary_server
 
         stop_temporary_server()
         shutil.rmtree(_PREFECT_HOME, ignore_errors=True)

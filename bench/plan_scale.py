@@ -3,7 +3,7 @@
 Builds a synthetic project in a temporary folder, then measures, in one process:
 
   (a) baseline   plain jinja2 rendering of every instance's template, no checks: the floor;
-  (b) validate   `backfill.validate.validate_project(root)`: render + shape-checked SQL + fingerprints
+  (b) validate   `backfill.plan.validate.validate_project(root)`: render + shape-checked SQL + fingerprints
                  of every instance (wall seconds, process peak RSS, tracemalloc peak in a separate pass);
   (c) shapes     how many distinct SQL shapes sqlglot checked, against the number of instances;
   (d) cli        `backfill plan --format json` in a subprocess, end to end (imports included).
@@ -219,9 +219,9 @@ def baseline_render(root: Path, names: list[str], days: int) -> tuple[int, float
 
 def tool_render(root: Path) -> tuple[int, float]:
     """Every instance rendered through backfill's own sandboxed, date-marking renderer (no checks)."""
-    from backfill.compiler import ProjectCompiler
-    from backfill.planner import expand_timestamps
-    from backfill.specs import load_project
+    from backfill.plan.planner import expand_timestamps
+    from backfill.spec.loader import load_project
+    from backfill.sql.compiler import ProjectCompiler
 
     project = load_project(root)
     compiler = ProjectCompiler(project)
@@ -240,7 +240,7 @@ def tool_render(root: Path) -> tuple[int, float]:
 
 def run_validate(root: Path) -> tuple[float, int, int, int]:
     """(wall s, instances, distinct shapes checked, transforms) of one validate_project call."""
-    from backfill.validate import validate_project
+    from backfill.plan.validate import validate_project
 
     gc.collect()
     started = time.perf_counter()
@@ -254,7 +254,7 @@ def run_validate(root: Path) -> tuple[float, int, int, int]:
 
 def traced_validate(root: Path) -> float:
     """tracemalloc peak (MB) of Python allocations during one validate_project call."""
-    from backfill.validate import validate_project
+    from backfill.plan.validate import validate_project
 
     gc.collect()
     tracemalloc.start()
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     project = work / "project"
     try:
         names = build_project(project, args.tables, args.days)
-        import backfill.validate  # noqa: F401 - imports are not what (b) measures; (d) includes them
+        import backfill.plan.validate  # noqa: F401 - imports are not what (b) measures; (d) includes them
 
         rss_imports = rss_mb()
         # interleaved, so that noise from other work on the machine hits both sides alike

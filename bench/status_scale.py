@@ -4,7 +4,7 @@ Builds in a temporary folder a project of 100 table specs (a binary tree of tabl
 its parent) and 10 backfill specs (some with `scope: downstream`) twice: once with every table
 declaring `depends_on`, once with half of them inferring it from their SQL; and a
 SQLite ledger holding one whole-table row per table and day over 3 years, inserted directly through
-`backfill.ledger.Ledger` (98 % current, 1.5 % written by an older template, 0.5 % never written).
+`backfill.state.ledger.Ledger` (98 % current, 1.5 % written by an older template, 0.5 % never written).
 Then times, in this process, `backfill status --json` and the text heat map (CliRunner), and once
 `backfill status --json` as a subprocess (imports included).
 
@@ -71,9 +71,10 @@ def build(root: Path, n_tables: int, days: int, infer: bool) -> dict[str, int]:
             f"name: b{b:02d}\ntargets:\n" + "".join(f"  - table: {t}\n" for t in targets)
             + f"scope: {scope}\ndata_timestamp: {{start: {START.isoformat()}, end: {end.isoformat()}}}\n")
 
-    from backfill.fingerprints import template_fingerprint
-    from backfill.ledger import T_PARTITIONS, Ledger
-    from backfill.specs import load_project
+    from backfill.spec.loader import load_project
+    from backfill.state.fingerprints import template_fingerprint
+    from backfill.state.ledger import Ledger
+    from backfill.state.schema import T_PARTITIONS
 
     project = load_project(root)
     (root / ".backfill").mkdir()

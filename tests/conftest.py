@@ -84,7 +84,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture()
 def tutorial(tmp_path: Path) -> Path:
     """A fresh copy of the retail tutorial project with its (small) source data."""
-    from backfill.tutorial import generate_source_data
+    from backfill.spec.tutorial import generate_source_data
 
     project = tmp_path / "retail"
     shutil.copytree(ROOT / "specs", project, ignore=shutil.ignore_patterns(".backfill", "data"))

@@ -10,12 +10,12 @@ import pytest
 import sqlglot
 import yaml
 
-from backfill.compiler import ProjectCompiler
 from backfill.errors import SpecErrors
-from backfill.lineage import prune_projection
-from backfill.planner import BackfillPlan
-from backfill.specs import load_project
-from backfill.validate import Validated, validate_project
+from backfill.plan.planner import BackfillPlan
+from backfill.plan.validate import Validated, validate_project
+from backfill.spec.loader import load_project
+from backfill.sql.compiler import ProjectCompiler
+from backfill.sql.fields import prune_projection
 
 TODAY = date(2026, 7, 20)
 

@@ -20,7 +20,7 @@ import oracle
 import pytest
 from conftest import TUTORIAL_TABLES, warehouse_rows
 
-from backfill.apply import apply_project
+from backfill.run.apply import apply_project
 
 BACKFILL = str(Path(sys.executable).parent / "backfill")
 INTEGRATION = [date(2026, 6, 25) + timedelta(days=i) for i in range(20)]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from backfill.dag import downstream_of, find_cycle, topological_order
 from backfill.errors import SpecErrors
-from backfill.validate import validate_project
+from backfill.plan.dag import downstream_of, find_cycle, topological_order
+from backfill.plan.validate import validate_project
 
 
 def test_cycle_path() -> None:

@@ -4,7 +4,7 @@ from datetime import datetime
 
 import pytest
 
-from backfill.dataphin import SchedParam, SchedParamError, evaluate, find_params, substitute
+from backfill.sql.dataphin import SchedParam, SchedParamError, evaluate, find_params, substitute
 
 # The DataWorks documentation's example: the run on 2018-01-10 processes business date 2018-01-09.
 BIZ = datetime(2018, 1, 9)

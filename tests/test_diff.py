@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from backfill.cli.main import _register_optional, app
-from backfill.gitdiff import compact_ranges
+from backfill.plan.gitdiff import compact_ranges
 
 _register_optional()
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from backfill.engines import CancelToken, Engine, EngineError, WriteCancelled, WriteRequest, open_engine
-from backfill.engines.duckdb_engine import DuckDBEngine
-from backfill.engines.postgres_engine import PostgresEngine, pg_type
-from backfill.model import EngineConfig, Field, Project, Table, Template
+from backfill.run.engines import CancelToken, Engine, EngineError, WriteCancelled, WriteRequest, open_engine
+from backfill.run.engines.duckdb_engine import DuckDBEngine
+from backfill.run.engines.postgres_engine import PostgresEngine, pg_type
+from backfill.spec.model import EngineConfig, Field, Project, Table, Template
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest_pg import PgServer, pg_server  # noqa: E402, F401

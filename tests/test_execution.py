@@ -10,8 +10,8 @@ import oracle
 import pytest
 from conftest import TUTORIAL_TABLES, warehouse_rows
 
-from backfill.apply import apply_project
-from backfill.ledger import Ledger
+from backfill.run.apply import apply_project
+from backfill.state.ledger import Ledger
 
 INTEGRATION = [date(2026, 6, 25) + timedelta(days=i) for i in range(20)]
 LOGICAL = [date(2026, 7, 1) + timedelta(days=i) for i in range(14)]

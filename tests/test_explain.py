@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from backfill.explain import plan_to_json, plan_to_markdown, plan_to_text
-from backfill.planner import BackfillPlan, LedgerView
-from backfill.validate import validate_project
+from backfill.plan.explain import plan_to_json, plan_to_markdown, plan_to_text
+from backfill.plan.planner import BackfillPlan, LedgerView
+from backfill.plan.validate import validate_project
 
 TUTORIAL = Path(__file__).resolve().parents[1] / "specs"
 TODAY = date(2026, 7, 20)

@@ -328,7 +328,7 @@ def _dead_pid() -> int:
 
 
 def _lock(project: Path, pid: int) -> None:
-    from backfill.ledger import Ledger
+    from backfill.state.ledger import Ledger
 
     (project / ".backfill").mkdir(exist_ok=True)
     Ledger.open(f"sqlite:///{project / '.backfill' / 'state.db'}").close()

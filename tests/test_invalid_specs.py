@@ -25,9 +25,9 @@ from sqlglot import exp
 from typer.testing import CliRunner
 
 from backfill.cli import main as cli_main
-from backfill.model import Field, Table, Template
-from backfill.templates import CompiledTemplate, RenderContext, quote_literal
-from backfill.validate import validate_project
+from backfill.plan.validate import validate_project
+from backfill.spec.model import Field, Table, Template
+from backfill.sql.templates import CompiledTemplate, RenderContext, quote_literal
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BASE = FIXTURES / "base"

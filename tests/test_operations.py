@@ -21,7 +21,7 @@ from conftest import warehouse_rows
 from steering import LOGICAL, cli, dates, edit, statuses
 from typer.testing import Result
 
-from backfill.ledger import FINISHED, InstanceRow, Ledger
+from backfill.state.ledger import FINISHED, InstanceRow, Ledger
 
 BACKFILL = str(Path(sys.executable).parent / "backfill")
 TABLES = ("dim_customer", "dim_products", "fct_order_buy_di", "dws_all")

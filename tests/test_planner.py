@@ -13,9 +13,9 @@ import sqlglot
 import yaml
 
 from backfill.errors import SpecErrors
-from backfill.model import DateInterval
-from backfill.planner import BackfillPlan, LedgerView, expand_timestamps, split_groups
-from backfill.validate import validate_project
+from backfill.plan.planner import BackfillPlan, LedgerView, expand_timestamps, split_groups
+from backfill.plan.validate import validate_project
+from backfill.spec.model import DateInterval
 
 TUTORIAL = Path(__file__).resolve().parents[1] / "specs"
 TODAY = date(2026, 7, 20)
@@ -650,8 +650,8 @@ def test_pruned_sql_runs_and_equals_the_whole_tables_columns(tmp_path: Path) -> 
 def test_an_interval_ending_on_a_day_covers_that_whole_day_for_hourly_tables() -> None:
     from datetime import datetime as dt
 
-    from backfill.planner import expand_timestamps
-    from backfill.specs import parse_timestamp
+    from backfill.plan.planner import expand_timestamps
+    from backfill.spec.loader import parse_timestamp
 
     start, end = parse_timestamp("2026-07-01T22"), parse_timestamp("2026-07-02")
     iv = DateInterval(start[0], end[0], start[1] and end[1], start_hour=start[1], end_hour=end[1])
@@ -703,7 +703,7 @@ def test_a_dry_run_upstream_does_not_force_its_downstream(tmp_path: Path) -> Non
 
 
 def test_backfills_of_one_apply_run_in_dependency_order(tmp_path: Path) -> None:
-    from backfill.apply import order_backfills
+    from backfill.run.decide import order_backfills
 
     root = make_project(tmp_path / "p", CHAIN, {
         "a_reads_nothing": {"name": "zz_first", "targets": [{"table": "a"}], "data_timestamp": "2026-07-01"},

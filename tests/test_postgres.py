@@ -11,8 +11,8 @@ import pytest
 from conftest import TUTORIAL_TABLES
 from conftest_pg import PgServer, pg_server  # noqa: F401 - the fixture
 
-from backfill.apply import apply_project
-from backfill.ledger import SCHEMA_VERSION, Ledger
+from backfill.run.apply import apply_project
+from backfill.state.ledger import SCHEMA_VERSION, Ledger
 
 INTEGRATION = [date(2026, 6, 25) + timedelta(days=i) for i in range(20)]
 LOGICAL = [date(2026, 7, 1) + timedelta(days=i) for i in range(14)]

@@ -17,7 +17,7 @@ import oracle
 from conftest import warehouse_rows
 from steering import cli, edit
 
-from backfill.ledger import Ledger
+from backfill.state.ledger import Ledger
 
 BACKFILL = str(Path(sys.executable).parent / "backfill")
 TARGET = "tutorial_logical/fct_order_buy_di/2026-07-02"

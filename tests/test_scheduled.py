@@ -16,7 +16,7 @@ import oracle
 from conftest import warehouse_rows
 from steering import LOGICAL, cli, dates, edit
 
-from backfill.ledger import InstanceRow, Ledger
+from backfill.state.ledger import InstanceRow, Ledger
 
 
 def days(start: date, n: int) -> list[date]:

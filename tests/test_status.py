@@ -17,9 +17,10 @@ from conftest_pg import PgServer, pg_server  # noqa: F401  (fixture)
 from typer.testing import CliRunner, Result
 
 from backfill.cli.main import _register_optional, app
-from backfill.fingerprints import refresh_done, template_fingerprint
-from backfill.ledger import SCHEMA_VERSION, Ledger
-from backfill.specs import load_project
+from backfill.run.records import ApplyRecords
+from backfill.spec.loader import load_project
+from backfill.state.fingerprints import template_fingerprint
+from backfill.state.ledger import SCHEMA_VERSION, Ledger
 
 _register_optional()
 
@@ -184,7 +185,7 @@ def _downstream_spec(project: Path) -> None:
 
 def test_downstream_scope_adds_the_dependent_tables_without_rendering_per_date(
         tutorial: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from backfill.compiler import ProjectCompiler
+    from backfill.sql.compiler import ProjectCompiler
 
     _downstream_spec(tutorial)
     # drop a declared depends_on: that table's template is rendered once to find what it reads
@@ -213,7 +214,7 @@ def test_downstream_scope_adds_the_dependent_tables_without_rendering_per_date(
 # --- keeping status right after apply finds SQL unchanged ----------------------------------------
 
 def test_apply_refreshes_the_template_fingerprint_of_partitions_whose_sql_did_not_change(tutorial: Path) -> None:
-    from backfill.workspace import build_plans
+    from backfill.plan.workspace import build_plans
 
     ledger = open_ledger(tutorial)
     try:
@@ -225,8 +226,8 @@ def test_apply_refreshes_the_template_fingerprint_of_partitions_whose_sql_did_no
         plans = build_plans(tutorial, ledger=ledger).plans
         assert {i.action for plan in plans for i in plan.instances} == {"done"}
         # what apply does after planning: the SQL is the same, so these partitions are current
-        assert refresh_done(load_project(tutorial), ledger, plans) == 116
-        assert refresh_done(load_project(tutorial), ledger, plans) == 0
+        assert ApplyRecords(ledger).refresh_done(load_project(tutorial), plans) == 116
+        assert ApplyRecords(ledger).refresh_done(load_project(tutorial), plans) == 0
     finally:
         ledger.close()
     doc = status_json(tutorial)

@@ -10,8 +10,9 @@ import pytest
 import sqlglot
 
 from backfill.errors import SpecErrors
-from backfill.model import Field, Table, Template
-from backfill.templates import (
+from backfill.plan.validate import validate_project
+from backfill.spec.model import Field, Table, Template
+from backfill.sql.templates import (
     CompiledTemplate,
     RenderContext,
     TemplateFailure,
@@ -20,7 +21,6 @@ from backfill.templates import (
     ds_add,
     quote_literal,
 )
-from backfill.validate import validate_project
 
 
 def compiled(source: str, hourly: bool = False, dialect: str | None = None) -> CompiledTemplate:

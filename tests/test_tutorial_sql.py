@@ -21,12 +21,12 @@ import jsonschema
 import pytest
 import yaml
 
-from backfill.engines.base import WriteRequest
-from backfill.engines.duckdb_engine import DuckDBEngine
-from backfill.model import DateInterval
-from backfill.planner import LedgerView, PlannedInstance, plan_backfill
-from backfill.tutorial import generate_source_data
-from backfill.validate import Validated, validate_project
+from backfill.plan.planner import LedgerView, PlannedInstance, plan_backfill
+from backfill.plan.validate import Validated, validate_project
+from backfill.run.engines.base import WriteRequest
+from backfill.run.engines.duckdb_engine import DuckDBEngine
+from backfill.spec.model import DateInterval
+from backfill.spec.tutorial import generate_source_data
 
 sys.path.insert(0, str(Path(__file__).parent))
 import oracle  # noqa: E402

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from backfill import yamlpos
+from backfill.spec import yamlpos
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_FILES = sorted([*ROOT.glob("specs/**/*.yaml"), *ROOT.glob("tests/fixtures/**/*.yaml")])

@@ -23,8 +23,8 @@ def register(app: typer.Typer) -> None:
         lock_timeout: Annotated[float, typer.Option("--lock-timeout", help="seconds to wait for another apply")] = 0.0,
         as_json: JsonOpt = False,
     ) -> None:
-        from ..apply import apply_project
-        from ..explain import plan_to_text
+        from ..plan.explain import plan_to_text
+        from ..run.apply import apply_project
 
         root = project_root(project)
         names = list(targets or [])
@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
             plan_file = Path(names[0])
             names = []
         if not yes and plan_file is None and sys.stdin.isatty():
-            from ..workspace import build_plans
+            from ..plan.workspace import build_plans
 
             with user_errors(as_json):
                 preview = build_plans(root, names or None)

@@ -18,7 +18,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 
 
 def project_root(given: Path | None) -> Path:
-    from ..specs import find_project_root
+    from ..spec.loader import find_project_root
 
     return find_project_root(given)
 

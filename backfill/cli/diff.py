@@ -23,8 +23,8 @@ def register(app: typer.Typer) -> None:
         exit_code: Annotated[bool, typer.Option("--exit-code",
                                                 help="exit 2 if the plans differ, 0 if not")] = False,
     ) -> None:
-        from ..diffexplain import diff_to_json, diff_to_markdown, diff_to_text
-        from ..gitdiff import diff_project
+        from ..plan.diffexplain import diff_to_json, diff_to_markdown, diff_to_text
+        from ..plan.gitdiff import diff_project
 
         if as_json:
             fmt = "json"

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..resources import tutorial_dir
+from ..spec.resources import tutorial_dir
 from .common import fail
 
 
@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         directory: Annotated[Path, typer.Argument(help="folder to create")],
         scale: Annotated[int, typer.Option(help="source data volume (1 = small)", min=1, max=10000)] = 1,
     ) -> None:
-        from ..tutorial import generate_source_data
+        from ..spec.tutorial import generate_source_data
 
         if directory.exists() and any(directory.iterdir()):
             fail(f"{directory} exists and is not empty; choose a new folder")

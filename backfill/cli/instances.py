@@ -11,7 +11,7 @@ import typer
 from ..errors import UserError
 
 if TYPE_CHECKING:  # the ledger (SQLAlchemy) loads only when a command reads it
-    from ..ledger import InstanceRow, Ledger
+    from ..state.ledger import InstanceRow, Ledger
 from .common import JsonOpt, ProjectOpt, emit_json, project_root, user_errors
 
 # ledger.ACTIVE + ledger.FINISHED, spelled out: the ledger (SQLAlchemy) must not load at import
@@ -23,8 +23,8 @@ def _clock(ts: float | None) -> str:
 
 
 def _ledger(project: ProjectOpt) -> Ledger:
-    from ..specs import load_project
-    from ..workspace import open_ledger
+    from ..plan.workspace import open_ledger
+    from ..spec.loader import load_project
 
     ledger = open_ledger(load_project(project_root(project)), create=False)
     if ledger is None:
@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         project: ProjectOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
-        from ..operations import rollup
+        from ..run.operations import rollup
 
         if status is not None and status not in STATUSES:
             raise typer.BadParameter(f"'{status}' is not a status; one of: {', '.join(STATUSES)}",

@@ -48,7 +48,7 @@ def run() -> None:
     if "prefect" not in sys.modules:
         sys.exit(code)
     # Prefect leaves service threads behind; stop its server and leave without waiting for them
-    from ..executor.flow import stop_temporary_server
+    from ..run.flow import stop_temporary_server
 
     stop_temporary_server()
     sys.stdout.flush()

@@ -17,9 +17,9 @@ LockOpt = Annotated[float, typer.Option("--lock-timeout", help="seconds to wait 
 
 
 def _ops(project: ProjectOpt):  # type: ignore[no-untyped-def]
-    from ..operations import Operations
-    from ..specs import load_project
-    from ..workspace import open_ledger
+    from ..plan.workspace import open_ledger
+    from ..run.operations import Operations
+    from ..spec.loader import load_project
 
     root = project_root(project)
     ledger = open_ledger(load_project(root), create=False)
@@ -45,9 +45,9 @@ def _report_run(report, as_json: bool) -> None:  # type: ignore[no-untyped-def]
 
 def _serve_once(root: Path, interval: float) -> list[str]:
     """Start the scheduled backfills that are due and still wait (or were never recorded)."""
-    from ..apply import apply_project
-    from ..specs import load_project
-    from ..workspace import open_ledger
+    from ..plan.workspace import open_ledger
+    from ..run.apply import apply_project
+    from ..spec.loader import load_project
 
     project = load_project(root)
     due = [b for b in project.backfills.values() if b.runtime is not None and b.runtime.timestamp() <= time.time()]
@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
         project: ProjectOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
-        from ..apply import run_again
+        from ..run.apply import run_again
 
         live = LiveProgress(False)
         with user_errors(as_json):
@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
     @app.command("resume", help="Release paused instances and run them and what they blocked.")
     def resume(target: Annotated[str, typer.Argument(help="BACKFILL or BACKFILL/TABLE/DS")],
                lock_timeout: LockOpt = 0.0, project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
-        from ..apply import run_again
+        from ..run.apply import run_again
 
         with user_errors(as_json):
             ops = _ops(project)

@@ -20,8 +20,8 @@ def register(app: typer.Typer) -> None:
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="list every instance")] = False,
         as_json: JsonOpt = False,
     ) -> None:
-        from ..explain import plan_to_json, plan_to_markdown, plan_to_text
-        from ..workspace import build_plans
+        from ..plan.explain import plan_to_json, plan_to_markdown, plan_to_text
+        from ..plan.workspace import build_plans
 
         if as_json:
             fmt = "json"

@@ -6,7 +6,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..planner import BackfillPlan
+    from ..plan.planner import BackfillPlan
 
 
 class LiveProgress:

@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
         project: ProjectOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
-        from ..engines import open_engine
-        from ..specs import load_project
+        from ..run.engines import open_engine
+        from ..spec.loader import load_project
 
         with user_errors(as_json):
             proj = load_project(project_root(project))

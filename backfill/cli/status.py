@@ -16,7 +16,7 @@ from .common import JsonOpt, ProjectOpt, project_root, user_errors
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from ..status import StatusReport, TableStatus
+    from ..plan.status import StatusReport, TableStatus
 
 __all__ = ["register", "render_text", "status_json"]
 
@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         until: Annotated[str | None, typer.Option("--to", help="last data timestamp shown, YYYY-MM-DD")] = None,
         as_json: JsonOpt = False,
     ) -> None:
-        from ..status import project_status
+        from ..plan.status import project_status
 
         start, end = _parse_day(since, "--from"), _parse_day(until, "--to")
         root = project_root(project)

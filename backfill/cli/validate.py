@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
     @app.command("validate", help="Check every spec: schema, templates, SQL, dependencies. Lists all errors.")
     def validate(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         started = time.perf_counter()
-        from ..validate import validate_project
+        from ..plan.validate import validate_project
 
         root = project_root(project)
         with user_errors(as_json):

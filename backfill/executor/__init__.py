@@ -1,1 +1,0 @@
-"""Execution: the scheduler that runs instances, and the Prefect flow that hosts it."""

@@ -1,0 +1,348 @@
+"""The pure planner: project + backfill spec + ledger view -> plan. No I/O, deterministic."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Literal, cast
+
+from ..errors import SpecError, SpecErrors
+from ..spec.model import Backfill, DateInterval, Project, Table
+from ..sql.compiler import ProjectCompiler
+from ..sql.templates import fmt_date
+from .dag import downstream_of, find_cycle, topological_order
+
+__all__ = [
+    "Action",
+    "BackfillPlan",
+    "LedgerView",
+    "PlannedInstance",
+    "ds_text",
+    "split_groups",
+    "expand_timestamps",
+    "plan_backfill",
+    "project_graph",
+]
+
+Action = Literal["new", "stale", "done", "failed"]
+Mode = Literal["run", "skip", "dry_run"]
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    """What the ledger already holds, as the planner needs it."""
+
+    partitions: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)  # (table, ds) -> {field: fp}
+    instances: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # instance id -> (status, fingerprint)
+    names: Mapping[str, str] = field(default_factory=dict)  # backfill spec key -> its recorded name
+    taken_names: frozenset[str] = frozenset()
+    written: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (table, ds) -> last write time
+    written_day: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (table, YYYY-MM-DD) -> latest
+
+
+@dataclass(frozen=True)
+class PlannedInstance:
+    id: str
+    table: str
+    ds: str
+    group: int  # 1-based
+    position: int  # index of its date inside the group, 0-based
+    mode: Mode
+    action: Action
+    sql: str
+    fingerprint: str  # of `sql`: what this instance executes
+    table_fingerprint: str  # of the whole table's SQL for this ds: what its fields are recorded with
+    upstream: tuple[str, ...]
+    fields: tuple[str, ...] | None = None  # None: the entire table
+    linked: tuple[str, ...] = ()
+    reason: str = ""  # why it runs: what a reviewer reads next to `new` / `stale` / `failed`
+
+
+@dataclass(frozen=True)
+class BackfillPlan:
+    key: str
+    name: str
+    spec_file: str
+    runtime: str | None
+    order: str
+    group_dates: tuple[tuple[str, ...], ...]  # the dates of each group, in execution order
+    tables: tuple[str, ...]  # dependency order
+    downstream_added: tuple[str, ...]
+    instances: tuple[PlannedInstance, ...]
+    retries: int = 0
+    retry_delay: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        out = {"new": 0, "stale": 0, "done": 0, "failed": 0}
+        for i in self.instances:
+            out[i.action] += 1
+        return out
+
+    @property
+    def to_run(self) -> tuple[PlannedInstance, ...]:
+        return tuple(i for i in self.instances if i.action != "done")
+
+
+def ds_text(ts: datetime, hourly: bool) -> str:
+    return fmt_date(ts, "%Y-%m-%dT%H" if hourly else "%Y-%m-%d")
+
+
+def expand_timestamps(intervals: Iterable[DateInterval], hourly: bool) -> list[datetime]:
+    out: set[datetime] = set()
+    for iv in intervals:
+        if hourly:
+            start = iv.start if iv.start_names_hour else datetime.combine(iv.start.date(), datetime.min.time())
+            end = iv.end if iv.end_names_hour else \
+                datetime.combine(iv.end.date(), datetime.min.time()) + timedelta(hours=23)
+            step = timedelta(hours=1)
+        else:
+            start = datetime.combine(iv.start.date(), datetime.min.time())
+            end = datetime.combine(iv.end.date(), datetime.min.time())
+            step = timedelta(days=1)
+        t = start
+        while t <= end:
+            out.add(t)
+            t += step
+    return sorted(out)
+
+
+def split_groups(days: list[date], groups: int) -> list[list[date]]:
+    """Consecutive chunks: 10 days in 3 groups -> 4/3/3; 3 days in 5 groups -> 3 groups of 1."""
+    n = min(groups, len(days))
+    if n == 0:
+        return []
+    size, extra = divmod(len(days), n)
+    out, start = [], 0
+    for g in range(n):
+        end = start + size + (1 if g < extra else 0)
+        out.append(days[start:end])
+        start = end
+    return out
+
+
+def project_graph(compiler: ProjectCompiler, at: datetime, params: Mapping[str, object]
+                  ) -> tuple[dict[str, tuple[str, ...]], list[SpecError]]:
+    """table -> tables it reads, from rendering every template once at `at`, plus declared depends_on."""
+    graph: dict[str, tuple[str, ...]] = {}
+    errors: list[SpecError] = []
+    for name, table in sorted(compiler.project.tables.items()):
+        if name not in compiler.templates:
+            graph[name] = table.depends_on or ()
+            continue
+        ds = ds_text(at, table.hourly)
+        compiled = compiler.compile(table, at, {**compiler.project.params, **params}, ds)
+        for other in _backfill_params(compiler.project, params):  # a param may be given by a backfill only
+            if not isinstance(compiled, list):
+                break
+            retry = compiler.compile(table, at, {**compiler.project.params, **other}, ds)
+            compiled = retry if not isinstance(retry, list) else compiled
+        if isinstance(compiled, list):
+            errors.extend(compiled)
+            graph[name] = table.depends_on or ()
+            continue
+        graph[name] = compiled.reads
+        if table.depends_on is not None and set(table.depends_on) != set(compiled.reads):
+            errors.append(_depends_on_error(table, compiled.reads))
+    cycle = find_cycle(graph)
+    if cycle:
+        first = compiler.project.tables[cycle[0]]
+        file, line, col = _read_location(first, cycle[1])
+        errors.append(SpecError("dependency cycle (A -> B: A reads B): " + " -> ".join(cycle)
+                                + "; break it by removing one read", file=file, line=line, col=col,
+                                table=first.name))
+    return graph, errors
+
+
+def _read_location(table: Table, name: str) -> tuple[str, int, int]:
+    """Where `table`'s template first names the table `name`; its spec file if it does not."""
+    t = table.template
+    pattern = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])")
+    for n, text in enumerate(t.source.splitlines(), start=1):
+        m = pattern.search(text)
+        if m:
+            return t.file, n + t.line_offset, m.start() + 1 + t.col_offset
+    return table.spec_file, 1, 1
+
+
+def _backfill_params(project: Project, tried: Mapping[str, object]) -> list[Mapping[str, object]]:
+    """The distinct params of the project's backfills, by backfill key, except those already tried."""
+    out: list[Mapping[str, object]] = []
+    for _, spec in sorted(project.backfills.items()):
+        if spec.params and dict(spec.params) != dict(tried) and spec.params not in out:
+            out.append(spec.params)
+    return out
+
+
+def _depends_on_error(table: Table, reads: Iterable[str]) -> SpecError:
+    declared, actual = set(table.depends_on or ()), set(reads)
+    parts = []
+    if actual - declared:
+        parts.append("the SQL reads " + ", ".join(sorted(actual - declared)) + " not listed in depends_on")
+    if declared - actual:
+        parts.append("depends_on lists " + ", ".join(sorted(declared - actual)) + " which the SQL does not read")
+    fix = "list exactly the tables the SQL reads, or drop depends_on to infer them"
+    line, col = table.positions.get("depends_on", (1, 1))
+    return SpecError("; ".join(parts) + "; " + fix, file=table.spec_file, line=line, col=col, table=table.name,
+                     key_path=("depends_on",))
+
+
+def _selected(selection: object, table: str) -> bool:
+    return selection == "all" or (isinstance(selection, tuple) and table in selection)
+
+
+def default_name(spec: Backfill, ledger: LedgerView, today: date, project: Project | None = None) -> str:
+    """`<first target>_<yyyymmdd>_<seq>`: the first seq free in the ledger and, given the project, not
+    used by another backfill's name nor by the default name of an unnamed backfill before it (by key)."""
+    if spec.name:
+        return spec.name
+    if spec.key in ledger.names:
+        return ledger.names[spec.key]
+    taken = set(ledger.taken_names)
+    earlier: list[Backfill] = []
+    if project is not None:
+        taken |= {b.name for b in project.backfills.values() if b.name}
+        earlier = [b for k, b in sorted(project.backfills.items())
+                   if k < spec.key and not b.name and k not in ledger.names]
+    for other in earlier:
+        taken.add(_free_name(other, taken, today))
+    return _free_name(spec, taken, today)
+
+
+def _free_name(spec: Backfill, taken: set[str], today: date) -> str:
+    prefix = f"{spec.targets[0].table}_{today.strftime('%Y%m%d')}_"
+    seq = 1
+    while f"{prefix}{seq}" in taken:
+        seq += 1
+    return f"{prefix}{seq}"
+
+
+def _action(inst_id: str, mode: Mode, fp: str, table_fp: str, needed: Iterable[str], ledger: LedgerView,
+            partition_key: tuple[str, str]) -> tuple[Action, str]:
+    """The instance's action against the ledger alone, and why."""
+    if not ledger.partitions and not ledger.instances:  # nothing recorded yet: everything is new
+        return ("new", "missing") if mode == "run" else ("new", "skip execution" if mode == "skip" else "dry run")
+    record = ledger.instances.get(inst_id)
+    if mode != "run":
+        wanted = "dry_run" if mode == "dry_run" else "paused"
+        return ("done", "") if record == (wanted, fp) else ("new", "skip execution" if mode == "skip" else "dry run")
+    stored = ledger.partitions.get(partition_key, {})
+    whole = stored.get("*")  # written as an entire table; later field writes override per field
+
+    def recorded(f: str) -> str | None:
+        return stored.get(f, whole)
+
+    needed = list(needed)
+    if all(recorded(f) == table_fp for f in needed):
+        return "done", ""
+    if record is not None and record[0] in ("failed", "killed", "blocked", "paused"):
+        return "failed", f"last run {record[0]}"
+    if any(recorded(f) is not None for f in needed):
+        return "stale", "SQL changed"
+    return "new", "missing"
+
+
+def _upstream_change(ledger: LedgerView, table: Table, ds: str, reads: Iterable[str], tables: Mapping[str, Table],
+                     will_run: Mapping[str, bool], upstream: Iterable[str]) -> str:
+    """Why a partition that is current by its own SQL must still run: its inputs change or changed.
+
+    An upstream instance of this plan runs first, or an upstream partition of the same data timestamp
+    was written after this one (by another backfill, a rerun, set-success)."""
+    for up_id in upstream:
+        if will_run.get(up_id):
+            return f"upstream {up_id.split('/', 1)[1]} runs first"
+    mine = ledger.written.get((table.name, ds))
+    if mine is None:
+        return ""
+    for up in reads:
+        up_table = tables.get(up)
+        if up_table is None:
+            continue
+        theirs = ledger.written.get((up, ds)) if up_table.hourly == table.hourly else \
+            ledger.written_day.get((up, ds[:10]))
+        if theirs is not None and theirs > mine:
+            return f"upstream {up} was rewritten after it"
+    return ""
+
+
+def plan_backfill(
+    project: Project, compiler: ProjectCompiler, spec: Backfill, ledger: LedgerView, today: date,
+    graph: Mapping[str, tuple[str, ...]] | None = None,
+) -> BackfillPlan:
+    """Expand one backfill into instances, in execution order. Raises SpecErrors."""
+    params = {**project.params, **spec.params}
+    name = default_name(spec, ledger, today, project)
+    t_minus_1 = datetime.combine(today - timedelta(days=1), datetime.min.time())
+    intervals = spec.data_timestamp or (DateInterval(t_minus_1, t_minus_1),)
+    if graph is None:
+        graph, errs = project_graph(compiler, intervals[0].start, spec.params)
+        if errs:
+            raise SpecErrors(errs)
+    target_names = [t.table for t in spec.targets]
+    chosen_fields = {t.table: t.fields for t in spec.targets}
+    tables = set(target_names)
+    if spec.scope.mode == "downstream":
+        tables |= set(downstream_of(target_names, graph, spec.scope.depth, spec.scope.exclude))
+    order = topological_order(tables, graph)
+    added = [t for t in order if t not in target_names]  # in dependency order, like the plan's tables
+
+    stamps: dict[str, list[datetime]] = {t: expand_timestamps(intervals, project.tables[t].hourly) for t in order}
+    days = sorted({ts.date() for ts_list in stamps.values() for ts in ts_list},
+                  reverse=spec.order == "descending")
+    chunks = split_groups(days, spec.groups)
+    where = {d: (g, p) for g, chunk in enumerate(chunks, start=1) for p, d in enumerate(chunk)}
+
+    errors: dict[tuple[object, ...], SpecError] = {}
+    by_day: dict[date, list[PlannedInstance]] = {d: [] for d in days}
+    ids_by: dict[tuple[str, date], list[str]] = {}
+    will_run: dict[str, bool] = {}
+    # one pass: tables come in dependency order, so upstream instances are known (and decided) first
+    for tname in order:
+        table = project.tables[tname]
+        mode: Mode = "skip" if _selected(spec.skip, tname) else "dry_run" if _selected(spec.dry_run, tname) else "run"
+        fields = chosen_fields.get(tname)
+        up_tables = [(up, project.tables[up].hourly and table.hourly) for up in tables if up != tname]
+        for ts in sorted(stamps[tname], reverse=spec.order == "descending"):
+            ds = ds_text(ts, table.hourly)
+            compiled = compiler.compile(table, ts, params, ds)
+            if isinstance(compiled, list):
+                for e in compiled:
+                    errors.setdefault((e.file, e.line, e.col, e.message.split(" (table")[0]), e)
+                continue
+            day = ts.date()
+            inst_id = f"{name}/{tname}/{ds}"
+            ids_by.setdefault((tname, day), []).append(inst_id)
+            if errors:
+                continue  # only collecting errors now
+            upstream: list[str] = []
+            for up, same_hour in up_tables:
+                if up in compiled.reads:
+                    upstream.extend([f"{name}/{up}/{ds}"] if same_hour else ids_by.get((up, day), ()))
+            sql, fp, linked = compiled.sql, compiled.fingerprint, cast(tuple[str, ...], ())
+            if fields:
+                sql, linked = compiler.field_selection(table, ts, params, fields)
+                fp = compiler.fingerprint(table, sql)
+            needed = (*fields, *linked) if fields else table.field_names
+            group, pos = where[day]
+            action, reason = _action(inst_id, mode, fp, compiled.fingerprint, needed, ledger, (tname, ds))
+            if action == "done" and mode == "run":
+                reason = _upstream_change(ledger, table, ds, compiled.reads, project.tables, will_run, upstream)
+                action = "stale" if reason else "done"
+            will_run[inst_id] = mode == "run" and action != "done"
+            by_day[day].append(PlannedInstance(
+                id=inst_id, table=tname, ds=ds, group=group, position=pos, mode=mode, action=action,
+                sql=sql, fingerprint=fp, table_fingerprint=compiled.fingerprint,
+                upstream=tuple(sorted(upstream)), fields=fields, linked=linked, reason=reason,
+            ))
+    if errors:
+        raise SpecErrors(errors.values())
+    instances = tuple(i for chunk in chunks for d in chunk for i in by_day[d])
+    retries = spec.retries or project.retries
+    return BackfillPlan(
+        key=spec.key, name=name, spec_file=spec.spec_file,
+        runtime=spec.runtime.isoformat() if spec.runtime else None, order=spec.order,
+        group_dates=tuple(tuple(d.isoformat() for d in chunk) for chunk in chunks),
+        tables=tuple(order), downstream_added=tuple(added), instances=instances,
+        retries=retries.count, retry_delay=retries.delay_seconds,
+    )

@@ -1,0 +1,122 @@
+"""Where a project meets its ledger: build plans against recorded state, save and load plan files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..spec.model import Project
+from .explain import plan_to_json
+from .planner import BackfillPlan, LedgerView
+from .validate import Validated, validate_project
+
+__all__ = ["PlanResult", "build_plans", "ledger_url", "open_ledger", "specs_fingerprint", "load_plan_file"]
+
+
+def ledger_url(project: Project) -> tuple[str, str | None]:
+    st = project.state
+    if st.url_env:
+        url = os.environ.get(st.url_env)
+        if not url:
+            raise UserError(f"project.yaml: state.url_env names {st.url_env}, which is not set; "
+                            "export it with the ledger's postgresql:// URL")
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        return url, st.schema
+    assert st.path is not None
+    path = Path(st.path)
+    if not path.is_absolute():
+        path = project.root / path
+    return f"sqlite:///{path.resolve()}", None
+
+
+def _ledger_exists(project: Project) -> bool:
+    url, _ = ledger_url(project)
+    return not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists()
+
+
+def open_ledger(project: Project, create: bool = True) -> Any:
+    """The project's ledger (creating it if `create`), or None when it does not exist yet."""
+    from ..state.ledger import Ledger
+
+    if not create and not _ledger_exists(project):
+        return None
+    url, schema = ledger_url(project)
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return Ledger.open(url, schema)
+
+
+def view_of(ledger: Any) -> LedgerView:
+    if ledger is None:
+        return LedgerView()
+    parts, insts, names, taken = ledger.view_data()
+    written = ledger.written_times()
+    by_day: dict[tuple[str, str], float] = {}
+    for (table, ds), when in written.items():
+        key = (table, ds[:10])
+        by_day[key] = max(when, by_day.get(key, when))
+    return LedgerView(partitions=parts, instances=insts, names=names, taken_names=taken, written=written,
+                      written_day=by_day)
+
+
+def specs_fingerprint(root: Path) -> str:
+    """A digest of every spec and template file of the project (what a saved plan was made from)."""
+    h = hashlib.sha256()
+    for sub in ("project.yaml", "tables", "backfills", "sql"):
+        p = root / sub
+        files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else []
+        for f in files:
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    validated: Validated
+    plans: tuple[BackfillPlan, ...]
+    specs_fingerprint: str
+    state_fingerprint: str
+
+    @property
+    def plan_id(self) -> str:
+        return hashlib.sha256(plan_to_json(self.plans).encode()).hexdigest()[:16]
+
+    def save(self, out: Path) -> None:
+        extra = {"specs_fingerprint": self.specs_fingerprint, "state_fingerprint": self.state_fingerprint,
+                 "plan_id": self.plan_id, "project": self.validated.project.name}
+        out.write_text(plan_to_json(self.plans, extra))
+
+
+def build_plans(root: Path, only: list[str] | None = None, today: date | None = None,
+                ledger: Any = None) -> PlanResult:
+    from ..spec.loader import load_project
+
+    project = load_project(root)
+    own = ledger is None
+    if own:
+        ledger = open_ledger(project, create=False)
+    try:
+        view = view_of(ledger)
+        validated = validate_project(root, today=today, ledger=view, only=only)
+        state = ledger.fingerprint_of_state() if ledger is not None else "empty"
+    finally:
+        if own and ledger is not None:
+            ledger.close()
+    return PlanResult(validated, validated.plans, specs_fingerprint(root), state)
+
+
+def load_plan_file(path: Path) -> dict[str, Any]:
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a saved plan ({exc})") from None
+    if doc.get("format") != "backfill-plan/1" or "plan_id" not in doc:
+        raise UserError(f"{path}: not a saved plan; make one with `backfill plan --out FILE`")
+    return doc

@@ -1,0 +1,209 @@
+"""`apply`: make the ledger and the warehouse match the committed specs.
+
+Two steps under the apply lock: decide (pure, `decide.py`: what runs, from the plans and a ledger
+snapshot) and execute (here: record the decision through `records.ApplyRecords`, run each backfill
+as a Prefect flow, summarise). What a dead apply left behind is settled first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..plan.planner import BackfillPlan
+from ..plan.workspace import PlanResult, build_plans, load_plan_file, open_ledger, specs_fingerprint
+from ..spec.model import Project
+from ..state.ledger import Ledger
+from .decide import Decision, decide
+from .lock import hold_lock
+from .records import ApplyRecords
+
+__all__ = ["ApplyReport", "BackfillReport", "apply_project", "hold_lock", "run_again", "run_instances"]
+
+
+@dataclass
+class BackfillReport:
+    name: str
+    counts: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
+    seconds: float = 0.0
+    scheduled_for: str | None = None
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (id, status, error)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class ApplyReport:
+    backfills: list[BackfillReport] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    deleted_specs: list[str] = field(default_factory=list)
+    nothing_to_do: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(b.ok for b in self.backfills)
+
+
+def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids: Sequence[str],
+                  retries: int, retry_delay: float, on_change: Callable[[str, str, str], None] | None = None,
+                  run_id: str | None = None) -> BackfillReport:
+    """Execute recorded instances of one backfill through the Prefect flow; wait for the end."""
+    from .flow import run_flow
+    from .scheduler import BackfillRun
+    from .writer import LedgerWriter
+
+    run_id = run_id or uuid.uuid4().hex[:12]
+    ApplyRecords(ledger).claim(ids, run_id)
+    rows = ledger.instances(ids=list(ids))
+    report = BackfillReport(name)
+    if not rows:
+        return report
+    engine.ensure_tables([project.tables[t] for t in sorted({r.table for r in rows})])
+    started = time.monotonic()
+    writer = LedgerWriter(ledger)
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=project.max_parallel, thread_name_prefix="instance") as pool:
+        run = BackfillRun(name, rows, project.tables, engine, writer, pool, run_id, retries, retry_delay, on_change)
+        run.apply_flags(ledger.flags([r.id for r in rows]))  # kills and pauses requested before it started
+        run.earlier_attempts = ledger.attempt_counts([r.id for r in rows])
+        run.start()
+
+        def poll() -> None:
+            while not stop.wait(0.5):
+                active = run.active_ids()
+                if active:
+                    run.apply_flags(ledger.flags(active))
+
+        poller = threading.Thread(target=poll, name="ledger-poll", daemon=True)
+        poller.start()
+        try:
+            run_flow(run)
+        finally:
+            stop.set()
+            poller.join()
+            writer.close()
+    report.seconds = time.monotonic() - started
+    for job in run.jobs.values():
+        report.counts[job.status] = report.counts.get(job.status, 0) + 1
+    final = ledger.instances(ids=list(ids))
+    report.rows = sum(r.rows or 0 for r in final)
+    report.failures = [(r.id, r.status, r.error or "") for r in final
+                       if r.status in ("failed", "paused", "blocked", "killed")]
+    return report
+
+
+def _saved_plan_keys(root: Path, plan_file: Path) -> list[str]:
+    """The backfills a saved plan covers (refused at once if the specs changed since it was made)."""
+    doc = load_plan_file(plan_file)
+    if doc.get("specs_fingerprint") != specs_fingerprint(root):
+        raise UserError(f"{plan_file}: the specs changed since this plan was made; run `backfill plan --out` again")
+    return [str(b["key"]) for b in doc.get("backfills", [])]
+
+
+def _check_saved_plan(root: Path, plan_file: Path, ledger: Ledger, result: PlanResult) -> list[str]:
+    doc = load_plan_file(plan_file)
+    if doc.get("specs_fingerprint") != specs_fingerprint(root):
+        raise UserError(f"{plan_file}: the specs changed since this plan was made; run `backfill plan --out` again")
+    if ledger.plan_applied(str(doc["plan_id"])):  # before the state check: its own apply changed the ledger
+        raise UserError(f"{plan_file}: this plan was already applied; a saved plan can be applied once")
+    made_on = doc.get("state_fingerprint")
+    if made_on == "empty":  # saved before the ledger existed: apply has just created it, empty
+        made_on = Ledger.empty_state_fingerprint()
+    if made_on != ledger.fingerprint_of_state():
+        raise UserError(f"{plan_file}: the ledger changed since this plan was made (another apply ran); "
+                        "run `backfill plan --out` again")
+    if doc.get("plan_id") != result.plan_id:
+        raise UserError(f"{plan_file}: this plan no longer matches what the specs plan to; make a new one")
+    if not ledger.consume_plan(str(doc["plan_id"])):
+        raise UserError(f"{plan_file}: this plan was already applied; a saved plan can be applied once")
+    return [b["name"] for b in doc.get("backfills", [])]
+
+
+def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | None = None,
+                  lock_timeout: float = 0.0, today: date | None = None,
+                  say: Callable[[str], None] = print,
+                  on_change: Callable[[str, str, str], None] | None = None,
+                  before_run: Callable[[BackfillPlan], None] | None = None) -> ApplyReport:
+    from ..spec.loader import load_project
+    from .engines import open_engine
+
+    project = load_project(root)
+    ledger = open_ledger(project)
+    records = ApplyRecords(ledger)
+    report = ApplyReport()
+    try:
+        with hold_lock(ledger, "apply", lock_timeout, say):
+            engine = open_engine(project)
+            try:
+                report.recovered = records.recover(engine)
+                only = list(selectors) or None
+                if plan_file is not None:  # plan what the saved plan covers, to compare like with like
+                    only = _saved_plan_keys(root, plan_file) or None
+                result = build_plans(root, only, today=today, ledger=ledger)
+                if plan_file is not None:
+                    _check_saved_plan(root, plan_file, ledger, result)
+                records.refresh_done(result.validated.project, result.plans)
+                if not selectors and plan_file is None:
+                    report.deleted_specs = records.forget_deleted_specs(b.key for b in project.backfills.values())
+                decisions = decide(result.plans, result.validated.graph, records.pending_ids(), time.time())
+                # record every backfill's instances first: a `kill` or `pause` aimed at a backfill that has
+                # not started yet in this apply lands on its recorded instances and is honoured when it starts
+                for decision in decisions:
+                    records.record(project, decision)
+                for decision in decisions:
+                    report.backfills.append(_execute(project, ledger, engine, decision, on_change, before_run))
+            finally:
+                engine.close()
+    finally:
+        ledger.close()
+    report.nothing_to_do = all(not b.counts and not b.scheduled_for for b in report.backfills)
+    return report
+
+
+def _execute(project: Project, ledger: Ledger, engine: Any, decision: Decision,
+             on_change: Callable[[str, str, str], None] | None,
+             before_run: Callable[[BackfillPlan], None] | None) -> BackfillReport:
+    plan, todo = decision.plan, decision.todo
+    if not todo:
+        return BackfillReport(plan.name)
+    if decision.scheduled:
+        return BackfillReport(plan.name, counts={"waiting": len(todo)}, scheduled_for=plan.runtime)
+    if before_run:
+        before_run(plan)
+    return run_instances(project, ledger, engine, plan.name, [p.id for p in todo], plan.retries,
+                         plan.retry_delay, on_change)
+
+
+def run_again(root: Path, name: str, ids: Sequence[str], lock_timeout: float = 0.0,
+              say: Callable[[str], None] = print,
+              on_change: Callable[[str, str, str], None] | None = None) -> BackfillReport:
+    """Reset recorded instances to `pending` and execute them with their recorded SQL (rerun, resume)."""
+    from ..spec.loader import load_project
+    from .engines import open_engine
+
+    project = load_project(root)
+    ledger = open_ledger(project)
+    try:
+        with hold_lock(ledger, f"rerun {name}", lock_timeout, say):
+            ApplyRecords(ledger).reset(ids)
+            spec = project.backfill_by_name(name)
+            retries = (spec.retries if spec and spec.retries else project.retries)
+            engine = open_engine(project)
+            try:
+                return run_instances(project, ledger, engine, name, ids, retries.count, retries.delay_seconds,
+                                     on_change)
+            finally:
+                engine.close()
+    finally:
+        ledger.close()

@@ -1,0 +1,226 @@
+"""What every warehouse engine offers, and the small helpers they share.
+
+The tool owns every write: an engine replaces one partition (or some columns of it) of a declared
+table in one transaction, together with a marker row in `_backfill_writes` that says which attempt
+wrote it. Either all of it commits or none of it does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Protocol
+
+from ...errors import UserError
+from ...spec.model import Table
+from ...sql.sqlcheck import partition_type
+
+__all__ = [
+    "MARKER_COLUMNS",
+    "MARKER_TABLE",
+    "CancelToken",
+    "Engine",
+    "EngineError",
+    "WriteCancelled",
+    "WriteRequest",
+    "duckdb_explain",
+    "merge_statements",
+    "one_line",
+    "partition_value",
+    "qident",
+    "qlist",
+    "qmark_to_format",
+    "select_body",
+    "selected_columns",
+    "write_error",
+]
+
+MARKER_TABLE = "_backfill_writes"
+# name, type: the marker table's columns, in both engines
+MARKER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("attempt_id", "VARCHAR NOT NULL"),  # unique by construction (run id + instance + attempt): no key to maintain
+    ("instance_id", "VARCHAR"),
+    ("table_name", "VARCHAR"),
+    ("ds", "VARCHAR"),
+    ("fingerprint", "VARCHAR"),
+    ("rows", "BIGINT"),
+    ("written_at", "TIMESTAMP"),
+)
+
+
+@dataclass
+class CancelToken:
+    """Set by the executor; an engine registers how to interrupt the SQL it is running."""
+
+    cancelled: bool = False
+    _interrupt: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def on_cancel(self, fn: Callable[[], None]) -> None:
+        """Register the interrupt of the running SQL; called at once if already cancelled."""
+        with self._lock:
+            self._interrupt = fn
+            if self.cancelled:
+                _call_quietly(fn)
+
+    def cancel(self) -> None:
+        """Mark cancelled and interrupt the running SQL, if any (safe from any thread)."""
+        with self._lock:  # held while interrupting, so clear() waits for an interrupt under way
+            self.cancelled = True
+            if self._interrupt is not None:
+                _call_quietly(self._interrupt)
+
+    def clear(self) -> None:
+        """Forget the registered interrupt (the statement it interrupts is over)."""
+        with self._lock:
+            self._interrupt = None
+
+
+def _call_quietly(fn: Callable[[], None]) -> None:
+    with contextlib.suppress(Exception):  # an interrupt that fails must not break the canceller
+        fn()
+
+
+class WriteCancelled(Exception):
+    """write_partition was cancelled through its token; nothing was committed."""
+
+
+class EngineError(UserError, RuntimeError):
+    """An engine statement failed; the message carries the engine's own error text.
+
+    Outside an instance (connecting, creating tables) it reaches the user as one `error:` line."""
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    table: Table
+    ds: str  # "YYYY-MM-DD" (daily) or "YYYY-MM-DDTHH" (hourly)
+    sql: str  # one SELECT producing the declared fields (or primary key + `fields`)
+    fields: tuple[str, ...] | None  # None: replace the whole partition; else only these columns
+    instance_id: str
+    attempt_id: str
+    fingerprint: str
+
+
+class Engine(Protocol):
+    dialect: str
+
+    def ensure_tables(self, tables: Sequence[Table]) -> None: ...
+
+    def write_partition(self, req: WriteRequest, cancel: CancelToken | None = None) -> int: ...
+
+    def committed_attempt(self, attempt_id: str) -> int | None: ...
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]: ...
+
+    def explain(self, sql: str, table: Table | None = None) -> str | None: ...
+
+    def close(self) -> None: ...
+
+
+def qident(name: str) -> str:
+    """A double-quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qlist(names: Sequence[str], prefix: str = "") -> str:
+    return ", ".join(prefix + qident(n) for n in names)
+
+
+def merge_statements(req: WriteRequest, tmp: str, ph: str) -> list[tuple[str, int]]:
+    """For a field selection materialised in table `tmp`: (SQL, how many partition values it binds)
+    that set the chosen columns of the partition's rows matching on the primary key, then insert
+    the keys that are missing. `ph` is the engine's placeholder."""
+    t, part = qident(req.table.name), qident(req.table.partition)
+    columns, setting = selected_columns(req)
+    match = " AND ".join(f"tgt.{qident(k)} IS NOT DISTINCT FROM s.{qident(k)}" for k in req.table.primary_key)
+    out: list[tuple[str, int]] = []
+    if setting:
+        sets = ", ".join(f"{qident(c)} = s.{qident(c)}" for c in setting)
+        out.append((f"UPDATE {t} AS tgt SET {sets} FROM {tmp} AS s WHERE tgt.{part} = {ph} AND {match}", 1))
+    out.append((f"INSERT INTO {t} ({qlist(columns)}, {part}) SELECT {qlist(columns, 's.')}, {ph} "
+                f"FROM {tmp} AS s WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {t} AS tgt WHERE tgt.{part} = {ph} AND {match})", 2))
+    return out
+
+
+def partition_value(table: Table, ds: str) -> date | datetime:
+    """The bound value of a partition: a DATE for daily tables, a TIMESTAMP on the hour for hourly ones."""
+    text = ds.strip()
+    try:
+        if partition_type(table) == "TIMESTAMP":
+            text = text.replace(" ", "T")
+            if len(text) == 13:  # YYYY-MM-DDTHH
+                text += ":00"
+            value = datetime.fromisoformat(text)
+            return value.replace(minute=0, second=0, microsecond=0, tzinfo=None)
+        return date.fromisoformat(text[:10]) if len(text) == 10 else datetime.fromisoformat(text).date()
+    except ValueError as exc:
+        raise EngineError(f"table '{table.name}': bad data timestamp '{ds}': {exc}") from exc
+
+
+def selected_columns(req: WriteRequest) -> tuple[list[str], list[str]]:
+    """(columns the SELECT must produce, columns to set): the declared fields for a whole partition,
+    else the primary key then the chosen fields (key columns are matched, not set)."""
+    table = req.table
+    if req.fields is None:
+        return list(table.field_names), list(table.field_names)
+    if not table.primary_key:
+        raise EngineError(f"table '{table.name}' has no primary_key: a field selection needs one")
+    unknown = [f for f in req.fields if f not in table.field_names]
+    if unknown:
+        raise EngineError(f"table '{table.name}' has no field(s) {', '.join(unknown)}")
+    keys = list(table.primary_key)
+    chosen = [f for f in dict.fromkeys(req.fields) if f not in keys]
+    return keys + chosen, chosen
+
+
+def duckdb_explain(cur: Any, sql: str) -> str | None:
+    """None if DuckDB plans the SELECT on this cursor, else its one-line error; closes the cursor."""
+    import duckdb
+
+    try:
+        cur.execute(f"EXPLAIN {sql}").fetchall()
+        return None
+    except duckdb.Error as exc:
+        return one_line(exc)
+    finally:
+        cur.close()
+
+
+def qmark_to_format(sql: str) -> str:
+    """`?` placeholders (outside quotes) to psycopg's `%s`; literal `%` doubled."""
+    out, quote = [], ""
+    for ch in sql:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "?":
+            out.append("%s")
+            continue
+        out.append("%%" if ch == "%" else ch)
+    return "".join(out)
+
+
+def select_body(req: WriteRequest) -> str:
+    """The request's SELECT, ready to nest in `FROM (...)`: no trailing semicolons."""
+    sql = req.sql.strip()
+    while sql.endswith(";"):
+        sql = sql[:-1].rstrip()
+    return sql
+
+
+def one_line(exc: BaseException) -> str:
+    """The first meaningful line of an engine's error message."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+def write_error(req: WriteRequest, exc: BaseException) -> EngineError:
+    return EngineError(f"writing {req.table.name} partition {req.ds} failed: {one_line(exc)}")

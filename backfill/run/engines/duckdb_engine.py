@@ -1,0 +1,235 @@
+"""The embedded DuckDB warehouse: one database file under the project, one cursor per write."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ...spec.model import Table
+from ...sql.sqlcheck import partition_type
+from .base import (
+    MARKER_COLUMNS,
+    MARKER_TABLE,
+    CancelToken,
+    EngineError,
+    WriteCancelled,
+    WriteRequest,
+    duckdb_explain,
+    merge_statements,
+    one_line,
+    partition_value,
+    qident,
+    qlist,
+    select_body,
+    selected_columns,
+    write_error,
+)
+
+__all__ = ["DuckDBEngine", "CONFLICT_RETRIES"]
+
+CONFLICT_RETRIES = 5  # extra tries of a whole write after a transaction conflict
+
+Run = Callable[..., list[tuple[Any, ...]]]  # run(sql, params=()) -> rows
+
+
+class _Conflict(Exception):
+    def __init__(self, exc: Exception) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+def _is_conflict(exc: Exception) -> bool:
+    return isinstance(exc, duckdb.TransactionException) or "conflict" in str(exc).lower()
+
+
+class DuckDBEngine:
+    dialect = "duckdb"
+
+    def __init__(self, path: str | Path, root: str | Path, *, read_only: bool = False,
+                 threads: int | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.read_only = read_only
+        config: dict[str, Any] = {}
+        if threads:
+            config["threads"] = int(threads)
+        target = str(path)
+        if target != ":memory:":
+            p = Path(path)
+            p = p if p.is_absolute() else self.root / p
+            if read_only and not p.exists():
+                target = ":memory:"  # nothing written yet: an empty warehouse
+                read_only = False
+            else:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                target = str(p)
+        self.path = target
+        try:
+            self._con = duckdb.connect(target, read_only=read_only, config=config)
+        except duckdb.Error as exc:
+            raise EngineError(f"cannot open the DuckDB warehouse {target}: {one_line(exc)}") from exc
+        self._ddl_lock = threading.Lock()
+        self._local = threading.local()
+        self._write_cursors: list[duckdb.DuckDBPyConnection] = []
+        if not self.read_only:
+            self._ensure_marker()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = self._con.cursor()
+        root = str(self.root).replace("'", "''")
+        cur.execute(f"SET file_search_path = '{root}'")
+        return cur
+
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:
+        """One cursor per writing thread, kept: a fresh cursor and its settings cost ~0.3 ms per write."""
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._cursor()
+            self._local.cursor = cur
+            with self._ddl_lock:
+                self._write_cursors.append(cur)
+        return cur
+
+    def _ensure_marker(self) -> None:
+        cols = ", ".join(f"{qident(n)} {t}" for n, t in MARKER_COLUMNS)
+        with self._ddl_lock:
+            cur = self._cursor()
+            try:
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {qident(MARKER_TABLE)} ({cols})")
+            finally:
+                cur.close()
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise EngineError(f"the DuckDB warehouse {self.path} is open read-only")
+
+    # ------------------------------------------------------------------ Engine API
+
+    def ensure_tables(self, tables: Sequence[Table]) -> None:
+        self._writable()
+        self._ensure_marker()
+        with self._ddl_lock:
+            cur = self._cursor()
+            try:
+                for table in tables:
+                    self._ensure_table(cur, table)
+            except duckdb.Error as exc:
+                raise EngineError(f"creating the warehouse tables failed: {one_line(exc)}") from exc
+            finally:
+                cur.close()
+
+    def _ensure_table(self, cur: duckdb.DuckDBPyConnection, table: Table) -> None:
+        columns = [(f.name, f.type) for f in table.fields] + [(table.partition, partition_type(table))]
+        body = ", ".join(f"{qident(n)} {t}" for n, t in columns)
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {qident(table.name)} ({body})")
+        rows = cur.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_catalog = current_database() AND table_schema = current_schema() "
+            "AND table_name = ?", [table.name]).fetchall()
+        have = {str(r[0]) for r in rows}
+        for name, type_ in columns:
+            if name not in have:
+                cur.execute(f"ALTER TABLE {qident(table.name)} ADD COLUMN {qident(name)} {type_}")
+
+    def write_partition(self, req: WriteRequest, cancel: CancelToken | None = None) -> int:
+        self._writable()
+        token = cancel or CancelToken()
+        value = partition_value(req.table, req.ds)
+        for attempt in range(CONFLICT_RETRIES + 1):
+            if token.cancelled:
+                raise WriteCancelled(f"{req.instance_id}: cancelled")
+            try:
+                return self._write_once(req, value, token)
+            except _Conflict as conflict:
+                if attempt == CONFLICT_RETRIES:
+                    raise write_error(req, conflict.exc) from conflict.exc
+                time.sleep(0.02 * (2 ** attempt) + random.uniform(0, 0.02))
+        raise AssertionError("unreachable")
+
+    def _write_once(self, req: WriteRequest, value: object, token: CancelToken) -> int:
+        cur = self._write_cursor()
+        token.on_cancel(cur.interrupt)
+
+        def run(sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+            if token.cancelled:
+                raise WriteCancelled(f"{req.instance_id}: cancelled")
+            return cur.execute(sql, list(params)).fetchall()
+
+        try:
+            run("BEGIN TRANSACTION")
+            try:
+                rows = self._statements(req, value, run)
+                run(f"INSERT INTO {qident(MARKER_TABLE)} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [req.attempt_id, req.instance_id, req.table.name, req.ds, req.fingerprint, rows,
+                     datetime.now(UTC).replace(tzinfo=None)])
+                run("COMMIT")
+                return rows
+            except BaseException as exc:
+                _rollback(cur)
+                if token.cancelled:
+                    raise WriteCancelled(f"{req.instance_id}: cancelled") from exc
+                if isinstance(exc, duckdb.Error) and _is_conflict(exc):
+                    raise _Conflict(exc) from exc
+                if isinstance(exc, duckdb.Error):
+                    raise write_error(req, exc) from exc
+                raise
+        finally:
+            token.clear()
+
+    def _statements(self, req: WriteRequest, value: object, run: Run) -> int:
+        t, part = qident(req.table.name), qident(req.table.partition)
+        columns, _ = selected_columns(req)
+        if req.fields is None:
+            run(f"DELETE FROM {t} WHERE {part} = ?", [value])
+            out = run(f"INSERT INTO {t} ({qlist(columns)}, {part}) "
+                      f"SELECT {qlist(columns, 'src.')}, ? FROM ({select_body(req)}\n) AS src", [value])
+            return int(out[0][0])
+        tmp = qident(f"_bf_src_{uuid.uuid4().hex}")
+        run(f"CREATE TEMP TABLE {tmp} AS SELECT {qlist(columns, 'src.')} FROM ({select_body(req)}\n) AS src")
+        for sql, n in merge_statements(req, tmp, "?"):
+            run(sql, [value] * n)
+        rows = int(run(f"SELECT count(*) FROM {tmp}")[0][0])
+        run(f"DROP TABLE {tmp}")
+        return rows
+
+    def committed_attempt(self, attempt_id: str) -> int | None:
+        try:
+            rows = self.query(f'SELECT "rows" FROM {qident(MARKER_TABLE)} WHERE attempt_id = ?', [attempt_id])
+        except EngineError:
+            if self.read_only:
+                return None  # no marker table in a warehouse nothing was written to
+            raise
+        return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        cur = self._cursor()
+        try:
+            return [tuple(r) for r in cur.execute(sql, list(params)).fetchall()]
+        except duckdb.Error as exc:
+            raise EngineError(f"DuckDB: {one_line(exc)}") from exc
+        finally:
+            cur.close()
+
+    def explain(self, sql: str, table: Table | None = None) -> str | None:
+        return duckdb_explain(self._cursor(), sql)
+
+    def close(self) -> None:
+        for cur in self._write_cursors:
+            with contextlib.suppress(duckdb.Error):
+                cur.close()
+        self._con.close()
+
+
+def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
+    with contextlib.suppress(duckdb.Error):  # no transaction left to roll back
+        cur.execute("ROLLBACK")

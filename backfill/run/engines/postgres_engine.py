@@ -1,0 +1,310 @@
+"""The PostgreSQL warehouse: psycopg 3, one pooled connection per writing thread.
+
+Integration tables read source files with DuckDB table functions (read_csv) that PostgreSQL lacks:
+their SELECT runs in an in-memory DuckDB over the project folder and the rows are COPYed into
+PostgreSQL inside the same transaction as the DELETE and the marker row.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+from psycopg import pq
+
+from ...spec.model import Table
+from ...sql.sqlcheck import partition_type
+from .base import (
+    MARKER_COLUMNS,
+    MARKER_TABLE,
+    CancelToken,
+    EngineError,
+    WriteCancelled,
+    WriteRequest,
+    duckdb_explain,
+    merge_statements,
+    one_line,
+    partition_value,
+    qident,
+    qlist,
+    qmark_to_format,
+    select_body,
+    selected_columns,
+    write_error,
+)
+
+__all__ = ["PostgresEngine", "pg_type"]
+
+# DuckDB-style declared types whose PostgreSQL spelling differs; the rest are the same
+_PG_TYPES = {
+    "DOUBLE": "DOUBLE PRECISION", "FLOAT8": "DOUBLE PRECISION", "FLOAT": "REAL", "FLOAT4": "REAL",
+    "TINYINT": "SMALLINT", "INT1": "SMALLINT", "UTINYINT": "SMALLINT", "USMALLINT": "INTEGER",
+    "UINTEGER": "BIGINT", "UBIGINT": "NUMERIC(20,0)", "HUGEINT": "NUMERIC(38,0)",
+    "STRING": "TEXT", "BLOB": "BYTEA", "DATETIME": "TIMESTAMP",
+}
+_TMP = qident("_bf_src")
+Conn = psycopg.Connection[Any]
+
+
+def pg_type(declared: str) -> str:
+    m = re.match(r"\s*([A-Za-z0-9_]+)\s*(.*)$", declared)
+    if not m or m.group(2):
+        return declared
+    return _PG_TYPES.get(m.group(1).upper(), declared)
+
+
+class _Pool:
+    """At most `size` connections, handed to one thread at a time."""
+
+    def __init__(self, connect: Callable[[], Conn], size: int) -> None:
+        self._connect, self._size = connect, max(1, size)
+        self._idle: list[Conn] = []
+        self._count = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def connection(self) -> Iterator[Conn]:
+        with self._cond:
+            while not self._idle and self._count >= self._size:
+                self._cond.wait()
+            conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                self._count += 1
+        if conn is None:
+            try:
+                conn = self._connect()
+            except BaseException:
+                with self._cond:
+                    self._count -= 1
+                    self._cond.notify()
+                raise
+        try:
+            yield conn
+        finally:
+            healthy = not conn.broken and conn.info.transaction_status == pq.TransactionStatus.IDLE
+            if not healthy:
+                conn.close()
+            with self._cond:
+                if healthy:
+                    self._idle.append(conn)
+                else:
+                    self._count -= 1
+                self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            for conn in self._idle:
+                conn.close()
+            self._count -= len(self._idle)
+            self._idle.clear()
+
+
+def _cancel(conn: Conn) -> None:
+    if hasattr(conn, "cancel_safe"):
+        conn.cancel_safe(timeout=5.0)
+    else:
+        conn.cancel()
+
+
+class PostgresEngine:
+    dialect = "postgres"
+
+    def __init__(self, url: str, schema: str, root: str | Path, *, pool_size: int = 5,
+                 read_only: bool = False) -> None:
+        self.url = re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url)
+        self.schema, self.root, self.read_only = schema, Path(root).resolve(), read_only
+        self._pool = _Pool(self._connect, pool_size)
+        self._ddl_lock = threading.Lock()
+        self._duck: duckdb.DuckDBPyConnection | None = None
+        self._duck_lock = threading.Lock()
+        if not read_only:
+            self._ensure_marker()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _connect(self) -> Conn:
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise EngineError(f"cannot connect to PostgreSQL: {one_line(exc)}") from exc
+        conn.execute(f"SET search_path TO {qident(self.schema)}")
+        if self.read_only:
+            conn.execute("SET default_transaction_read_only = on")
+        return conn
+
+    def _duck_cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._duck_lock:
+            if self._duck is None:
+                self._duck = duckdb.connect(":memory:")
+            cur = self._duck.cursor()
+        cur.execute("SET file_search_path = '{}'".format(str(self.root).replace("'", "''")))
+        return cur
+
+    def _ddl(self, statements: Callable[[psycopg.Cursor[Any]], None]) -> None:
+        with self._ddl_lock, self._pool.connection() as conn:
+            for attempt in range(3):  # IF NOT EXISTS can still race with another process
+                try:
+                    with conn.transaction(), conn.cursor() as cur:
+                        statements(cur)
+                    return
+                except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject) as exc:
+                    if attempt == 2:
+                        raise EngineError(f"PostgreSQL: {one_line(exc)}") from exc
+                except psycopg.Error as exc:
+                    raise EngineError(f"PostgreSQL: {one_line(exc)}") from exc
+
+    def _ensure_marker(self) -> None:
+        cols = ", ".join(f"{qident(n)} {t}" for n, t in MARKER_COLUMNS)
+
+        def run(cur: psycopg.Cursor[Any]) -> None:
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {qident(self.schema)}")
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {qident(MARKER_TABLE)} ({cols})")
+        self._ddl(run)
+
+    # ------------------------------------------------------------------ Engine API
+
+    def ensure_tables(self, tables: Sequence[Table]) -> None:
+        if self.read_only:
+            raise EngineError("the PostgreSQL warehouse is open read-only")
+        self._ensure_marker()
+
+        def run(cur: psycopg.Cursor[Any]) -> None:
+            for table in tables:
+                columns = [(f.name, pg_type(f.type)) for f in table.fields]
+                columns.append((table.partition, partition_type(table)))
+                body = ", ".join(f"{qident(n)} {t}" for n, t in columns)
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {qident(table.name)} ({body})")
+                have = {r[0] for r in cur.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = %s AND table_name = %s", [self.schema, table.name])}
+                for name, type_ in columns:
+                    if name not in have:
+                        cur.execute(f"ALTER TABLE {qident(table.name)} ADD COLUMN {qident(name)} {type_}")
+        self._ddl(run)
+
+    def write_partition(self, req: WriteRequest, cancel: CancelToken | None = None) -> int:
+        if self.read_only:
+            raise EngineError("the PostgreSQL warehouse is open read-only")
+        token = cancel or CancelToken()
+        value = partition_value(req.table, req.ds)
+        columns, _ = selected_columns(req)
+        duck = self._duck_cursor() if req.table.kind == "integration" else None
+        try:
+            with self._pool.connection() as conn:
+                def interrupt() -> None:
+                    if duck is not None:
+                        duck.interrupt()
+                    _cancel(conn)
+                token.on_cancel(interrupt)
+                try:
+                    if token.cancelled:
+                        raise WriteCancelled(f"{req.instance_id}: cancelled")
+                    if duck is not None:
+                        duck.execute(f"SELECT {qlist(columns, 'src.')} FROM ({select_body(req)}\n) AS src")
+                    with conn.transaction(), conn.cursor() as cur:
+                        rows = self._statements(req, value, columns, cur, duck, token)
+                        _check(token, req)
+                        cur.execute(f"INSERT INTO {qident(MARKER_TABLE)} VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                                    [req.attempt_id, req.instance_id, req.table.name, req.ds, req.fingerprint,
+                                     rows, datetime.now(UTC).replace(tzinfo=None)])
+                        _check(token, req)
+                    return rows
+                except (psycopg.Error, duckdb.Error) as exc:
+                    if token.cancelled:
+                        raise WriteCancelled(f"{req.instance_id}: cancelled") from exc
+                    raise write_error(req, exc) from exc
+                finally:
+                    token.clear()
+        finally:
+            if duck is not None:
+                duck.close()
+
+    def _statements(self, req: WriteRequest, value: object, columns: list[str], cur: psycopg.Cursor[Any],
+                    duck: duckdb.DuckDBPyConnection | None, token: CancelToken) -> int:
+        t, part = qident(req.table.name), qident(req.table.partition)
+
+        def run(sql: str, params: Sequence[object] | None = None) -> psycopg.Cursor[Any]:
+            _check(token, req)
+            return cur.execute(sql, params)
+
+        if req.fields is None:
+            run(f"DELETE FROM {t} WHERE {part} = %s", [value])
+            if duck is None:
+                return run(f"INSERT INTO {t} ({qlist(columns)}, {part}) SELECT {qlist(columns, 'src.')}, %s "
+                           f"FROM ({select_body(req)}\n) AS src", [value]).rowcount
+            return _copy(cur, f"COPY {t} ({qlist(columns)}, {part}) FROM STDIN", duck, (value,), token, req)
+        if duck is None:
+            run(f"CREATE TEMP TABLE {_TMP} ON COMMIT DROP AS SELECT {qlist(columns, 'src.')} "
+                f"FROM ({select_body(req)}\n) AS src")
+        else:
+            types = {f.name: pg_type(f.type) for f in req.table.fields}
+            run(f"CREATE TEMP TABLE {_TMP} ({', '.join(f'{qident(c)} {types[c]}' for c in columns)}) "
+                "ON COMMIT DROP")
+            _copy(cur, f"COPY {_TMP} ({qlist(columns)}) FROM STDIN", duck, (), token, req)
+        for sql, n in merge_statements(req, _TMP, "%s"):
+            run(sql, [value] * n)
+        count = run(f"SELECT count(*) FROM {_TMP}").fetchone()
+        return int(count[0]) if count else 0
+
+    def committed_attempt(self, attempt_id: str) -> int | None:
+        try:
+            rows = self.query(f'SELECT "rows" FROM {qident(MARKER_TABLE)} WHERE attempt_id = %s',
+                              [attempt_id])
+        except EngineError:
+            if self.read_only:
+                return None
+            raise
+        return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        if params and "%s" not in sql:
+            sql = qmark_to_format(sql)
+        with self._pool.connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(sql, list(params) if params else None)
+                    return [tuple(r) for r in cur.fetchall()] if cur.description else []
+            except psycopg.Error as exc:
+                raise EngineError(f"PostgreSQL: {one_line(exc)}") from exc
+
+    def explain(self, sql: str, table: Table | None = None) -> str | None:
+        if table is not None and table.kind == "integration":
+            return duckdb_explain(self._duck_cursor(), sql)
+        with self._pool.connection() as conn:
+            try:
+                with conn.transaction(force_rollback=True), conn.cursor() as cur:
+                    cur.execute(f"EXPLAIN {sql}")
+                return None
+            except psycopg.Error as exc:
+                return one_line(exc)
+
+    def close(self) -> None:
+        self._pool.close()
+        with self._duck_lock:
+            if self._duck is not None:
+                self._duck.close()
+                self._duck = None
+
+
+def _check(token: CancelToken, req: WriteRequest) -> None:
+    if token.cancelled:
+        raise WriteCancelled(f"{req.instance_id}: cancelled")
+
+
+def _copy(cur: psycopg.Cursor[Any], copy_sql: str, duck: duckdb.DuckDBPyConnection, extra: tuple[object, ...],
+          token: CancelToken, req: WriteRequest) -> int:
+    rows = 0
+    with cur.copy(copy_sql) as copy:
+        while batch := duck.fetchmany(10_000):
+            _check(token, req)
+            for row in batch:
+                copy.write_row((*row, *extra))
+            rows += len(batch)
+    return rows

@@ -1,0 +1,114 @@
+"""The ledger writes an apply makes, behind one small interface the executor uses.
+
+`ApplyRecords` wraps a `Ledger`: settle what a dead apply left behind, refresh the template
+fingerprints of partitions found done, forget deleted specs, record a decision's instances, and
+hand instances to a run. Everything an apply writes to the ledger goes through here (the scheduler's
+per-instance progress goes through `writer.LedgerWriter`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from ..plan.planner import BackfillPlan, PlannedInstance
+from ..spec.model import Project
+from ..state.fingerprints import template_fingerprint
+from ..state.ledger import Ledger
+from .decide import Decision
+
+__all__ = ["ApplyRecords"]
+
+
+class ApplyRecords:
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+
+    def recover(self, engine: Any) -> list[str]:
+        """Instances a dead apply left `running` or `waiting`: settled from the warehouse's write markers.
+
+        A write that committed is recorded as success (never run twice); anything else goes back to
+        `pending` and runs again."""
+        ledger = self.ledger
+        recovered: list[str] = []
+        now = time.time()
+        scheduled = {b["name"] for b in ledger.backfills() if b["runtime"] and
+                     datetime.fromisoformat(b["runtime"]).timestamp() > now}
+        for row in ledger.instances():
+            if row.status not in ("running", "waiting") or row.backfill in scheduled:
+                continue
+            found = engine.query("SELECT attempt_id, rows FROM _backfill_writes WHERE instance_id = ?", [row.id])
+            committed = [r for r in found if row.run_id and str(r[0]).startswith(f"{row.run_id}:")]
+            if committed:
+                fields = (*row.fields, *row.linked) if row.fields else ("*",)
+                ledger.apply_updates([{
+                    "id": row.id,
+                    "values": {"status": "success", "rows": int(committed[-1][1] or 0), "ended_at": now,
+                               "error": None},
+                    "partitions": [(row.table, row.ds, f, row.table_fingerprint, row.template_fingerprint)
+                                   for f in fields],
+                }])
+            else:
+                ledger.apply_updates([{"id": row.id, "values": {
+                    "status": "pending", "error": "interrupted: the applying process stopped; runs again"}}])
+            recovered.append(row.id)
+        return recovered
+
+    def refresh_done(self, project: Project, plans: Iterable[BackfillPlan]) -> int:
+        """Record the current template fingerprint on partitions a plan finds done (SQL unchanged).
+
+        A template edit that leaves some dates' SQL as it was (a `{% if ds == ... %}` branch, a change of
+        a field type the SQL does not show) changes the template fingerprint of every date; `apply` finds
+        those dates done and runs nothing, and this keeps `status` from calling them stale forever."""
+        current = {name: template_fingerprint(t, project) for name, t in project.tables.items()}
+        recorded: dict[tuple[str, str], set[str | None]] = {}
+        for table, ds, _field, tfp in self.ledger.partition_states():
+            recorded.setdefault((table, ds), set()).add(tfp)
+        todo: dict[tuple[str, str, str], str] = {}
+        for plan in plans:
+            for i in plan.instances:
+                if i.action != "done" or i.mode != "run" or i.table not in current:
+                    continue
+                if recorded.get((i.table, i.ds), {current[i.table]}) - {current[i.table]}:
+                    todo[(i.table, i.ds, i.table_fingerprint)] = current[i.table]
+        self.ledger.refresh_template_fingerprints([(*k, v) for k, v in sorted(todo.items())])
+        return len(todo)
+
+    def forget_deleted_specs(self, present_keys: Iterable[str]) -> list[str]:
+        return self.ledger.mark_deleted_specs(present_keys)
+
+    def pending_ids(self) -> set[str]:
+        return {r.id for r in self.ledger.instances(status="pending")}
+
+    def record(self, project: Project, decision: Decision) -> None:
+        """Record the decision's instances as `pending` (or `waiting` for a future runtime)."""
+        plan, todo = decision.plan, decision.todo
+        seq = {p.id: n for n, p in enumerate(plan.instances)}
+        tfp = {t: template_fingerprint(project.tables[t], project) for t in {p.table for p in todo}}
+        self.ledger.enqueue(plan.name, plan.key, plan.spec_file, plan.runtime,
+                            [_instance_row(p, plan.name, seq[p.id], tfp[p.table]) for p in todo])
+        if todo and decision.scheduled:
+            self.ledger.set_flags([p.id for p in todo], status="waiting")
+
+    def reset(self, ids: Sequence[str]) -> None:
+        """Make recorded instances runnable again (rerun, resume)."""
+        self.ledger.set_flags(list(ids), status="pending", error=None, rows=None, started_at=None, ended_at=None,
+                              held=False, kill_requested=False, attempts=0)
+
+    def claim(self, ids: Sequence[str], run_id: str) -> None:
+        """Mark instances as this run's: its write markers start with `run_id`."""
+        self.ledger.set_flags(list(ids), run_id=run_id)
+
+
+def _instance_row(p: PlannedInstance, backfill: str, seq: int, template_fp: str) -> dict[str, Any]:
+    return {
+        "id": p.id, "backfill": backfill, "table_name": p.table, "ds": p.ds, "grp": p.group,
+        "position": p.position, "seq": seq, "mode": p.mode,
+        "fields": json.dumps(list(p.fields)) if p.fields else None,
+        "linked": json.dumps(list(p.linked)) if p.linked else None,
+        "upstream": json.dumps(list(p.upstream)), "sql": p.sql, "fingerprint": p.fingerprint,
+        "table_fingerprint": p.table_fingerprint, "run_id": "", "template_fingerprint": template_fp,
+    }

@@ -1,0 +1,261 @@
+"""Run one backfill's instances: groups in parallel, dates in order inside a group, dependencies
+inside a date, a project-wide cap on running instances, skip / dry-run / pause / kill / retries.
+
+No Prefect here: the flow (flow.py) calls `run_group` once per group. The shared thread pool of
+`max_parallel` workers is the concurrency cap across all groups.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from ..spec.model import Table
+from ..state.ledger import InstanceRow
+from .engines.base import CancelToken, WriteCancelled, WriteRequest
+from .writer import LedgerWriter
+
+__all__ = ["BackfillRun", "Outcome", "GroupProgress"]
+
+BAD = ("failed", "paused", "blocked", "killed")
+
+
+@dataclass
+class GroupProgress:
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+
+
+@dataclass
+class Outcome:
+    status: str
+    rows: int | None = None
+    error: str | None = None
+    ended_at: float = field(default_factory=time.time)  # taken by the worker, before it frees its slot
+
+
+@dataclass
+class _Job:
+    row: InstanceRow
+    status: str = "waiting"
+    token: CancelToken = field(default_factory=CancelToken)
+
+
+class BackfillRun:
+    """One execution of a backfill's pending instances."""
+
+    def __init__(self, name: str, rows: Sequence[InstanceRow], tables: Mapping[str, Table], engine: object,
+                 writer: LedgerWriter, pool: ThreadPoolExecutor, run_id: str, retries: int = 0,
+                 retry_delay: float = 0.0, on_change: Callable[[str, str, str], None] | None = None):
+        self.name = name
+        self.tables = tables
+        self.engine = engine
+        self.writer = writer
+        self.pool = pool
+        self.run_id = run_id
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.on_change = on_change
+        self.jobs = {r.id: _Job(r) for r in rows}
+        self.earlier_attempts: Mapping[str, int] = {}  # attempts recorded by earlier runs: numbering goes on
+        self.groups: dict[int, list[str]] = {}
+        for r in rows:
+            self.groups.setdefault(r.group, []).append(r.id)
+        self.progress = {g: GroupProgress(total=len(ids)) for g, ids in self.groups.items()}
+        self._held: set[str] = set()
+        self._kill: set[str] = set()
+        self._lock = threading.Lock()
+        self._host = socket.gethostname()
+
+    # ------------------------------------------------------------------ steering from other terminals
+    def apply_flags(self, flags: Mapping[str, tuple[bool, bool]]) -> None:
+        """Operator requests read from the ledger: (held, kill_requested) per instance."""
+        with self._lock:
+            for iid, (held, kill) in flags.items():
+                (self._held.add if held else self._held.discard)(iid)
+                if kill and iid not in self._kill:
+                    self._kill.add(iid)
+                    job = self.jobs.get(iid)
+                    if job is not None:
+                        job.token.cancel()
+
+    def active_ids(self) -> list[str]:
+        return [i for i, j in self.jobs.items() if j.status in ("waiting", "running")]
+
+    # ------------------------------------------------------------------ status bookkeeping
+    def _set(self, job: _Job, status: str, **values: object) -> None:
+        with self._lock:  # group threads and worker threads both change statuses
+            previous = job.status
+            job.status = status
+            p = self.progress[job.row.group]
+            if previous == "running":
+                p.running -= 1
+            if status == "running":
+                p.running += 1
+            elif status in ("success", "dry_run"):
+                p.done += 1
+            elif status in BAD:
+                p.failed += 1
+        now = time.time()
+        vals: dict[str, object] = {"status": status, **values}
+        if status in ("success", "dry_run", "failed", "paused", "blocked", "killed"):
+            vals.setdefault("ended_at", now)
+        partitions = None
+        if status == "success":
+            fields = job.row.fields
+            needed = fields if fields else ("*",)
+            fps = (job.row.table_fingerprint, job.row.template_fingerprint)
+            partitions = [(job.row.table, job.row.ds, f, *fps) for f in needed]
+            if fields and self.tables[job.row.table].primary_key:
+                linked = [f for f in self._linked(job.row) if f not in fields]
+                partitions += [(job.row.table, job.row.ds, f, *fps) for f in linked]
+        self.writer.put(job.row.id, vals, partitions=partitions)
+        if self.on_change:
+            self.on_change(job.row.id, previous, status)
+
+    def _linked(self, row: InstanceRow) -> tuple[str, ...]:
+        return row.linked
+
+    # ------------------------------------------------------------------ execution
+    def start(self) -> None:
+        for job in self.jobs.values():
+            self.writer.put(job.row.id, {"status": "waiting", "started_at": None, "ended_at": None,
+                                         "error": None, "rows": None})
+
+    def run_group(self, group: int) -> dict[str, int]:
+        ids = self.groups.get(group, [])
+        days: dict[int, list[_Job]] = {}
+        for iid in ids:
+            job = self.jobs[iid]
+            days.setdefault(job.row.position, []).append(job)
+        broken = False
+        for position in sorted(days):
+            if broken:
+                for job in days[position]:
+                    self._set(job, "blocked", error="an earlier date of its group failed or was paused")
+                continue
+            self._run_day(days[position])
+            broken = any(j.status in BAD for j in days[position])
+        p = self.progress[group]
+        return {"total": p.total, "done": p.done, "failed": p.failed}
+
+    def _run_day(self, jobs: list[_Job]) -> None:
+        todo = {j.row.id: j for j in jobs}
+        running: dict[Future[Outcome], _Job] = {}
+        while todo or running:
+            progressed = False
+            for iid in list(todo):
+                job = todo[iid]
+                ups = [self.jobs[u] for u in job.row.upstream if u in self.jobs]
+                if any(u.status in BAD for u in ups):
+                    bad = next(u for u in ups if u.status in BAD)
+                    self._set(job, "blocked", error=f"upstream {bad.row.id} {bad.status}")
+                elif all(u.status in ("success", "dry_run") for u in ups):
+                    del todo[iid]
+                    progressed = True
+                    fut = self._dispatch(job)
+                    if fut is not None:
+                        running[fut] = job
+                    continue
+                else:
+                    continue
+                del todo[iid]
+                progressed = True
+            if running:
+                finished, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    job = running.pop(fut)
+                    self._finish(job, fut)
+            elif todo and not progressed:  # pragma: no cover - upstream outside this day never resolves
+                for job in todo.values():
+                    self._set(job, "blocked", error="its upstream did not run")
+                todo.clear()
+
+    def _dispatch(self, job: _Job) -> Future[Outcome] | None:
+        """Start an instance, or settle it at once (skip, dry-run, held, killed)."""
+        iid = job.row.id
+        with self._lock:
+            killed, held = iid in self._kill, iid in self._held
+        if killed:
+            self._set(job, "killed", error="killed before it started")
+        elif job.row.mode == "skip":
+            self._set(job, "paused", error="skip execution: not run (Skip Execution)")
+        elif held:
+            self._set(job, "paused", error="paused by an operator; `backfill resume` runs it")
+        elif job.row.mode == "dry_run":
+            self._set(job, "dry_run", started_at=time.time())
+        else:  # stays `waiting` until a worker of the max_parallel pool takes it
+            return self.pool.submit(self._execute, job)
+        return None
+
+    def _finish(self, job: _Job, fut: Future[Outcome]) -> None:
+        try:
+            out = fut.result()
+        except BaseException as exc:  # noqa: BLE001 - an instance never takes the run down
+            out = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
+        self._set(job, out.status, rows=out.rows, error=out.error, ended_at=out.ended_at)
+
+    def _execute(self, job: _Job) -> Outcome:
+        row = job.row
+        if job.token.cancelled:
+            return Outcome("killed", error="killed before it started")
+        self._set(job, "running", started_at=time.time())
+        table = self.tables[row.table]
+        attempts = self.retries + 1
+        last_error = ""
+        for n in range(1, attempts + 1):
+            attempt_id = f"{self.run_id}:{row.id}:{n}"
+            started = time.time()
+            log = [f"{time.strftime('%Y-%m-%d %H:%M:%S')} attempt {n}/{attempts} of {row.id} "
+                   f"(pid {os.getpid()} on {self._host})"]
+            attempt = {"id": attempt_id, "instance_id": row.id, "number": self.earlier_attempts.get(row.id, 0) + n,
+                       "pid": os.getpid(),
+                       "host": self._host, "started_at": started, "status": "running", "sql": row.sql}
+            self.writer.put(row.id, {"attempts": n}, attempt=attempt)
+            req = WriteRequest(table=table, ds=row.ds, sql=row.sql, fields=self._write_fields(row),
+                               instance_id=row.id, attempt_id=attempt_id, fingerprint=row.fingerprint)
+            try:
+                rows = self.engine.write_partition(req, job.token)  # type: ignore[attr-defined]
+            except WriteCancelled:
+                log.append("killed: the running SQL was interrupted and rolled back")
+                self._attempt_end(attempt, "killed", None, "killed by an operator", log)
+                return Outcome("killed", error="killed by an operator")
+            except Exception as exc:  # noqa: BLE001 - the engine's error is the instance's error
+                last_error = _one_line(exc)
+                log.append(f"failed: {last_error}")
+                log.append(traceback.format_exc(limit=3))
+                self._attempt_end(attempt, "failed", None, last_error, log)
+                if n < attempts and not job.token.cancelled:
+                    time.sleep(self.retry_delay)
+                    continue
+                return Outcome("failed", error=last_error)
+            log.append(f"wrote {rows} row(s) to {row.table} partition {row.ds} in {time.time() - started:.3f}s")
+            self._attempt_end(attempt, "success", rows, None, log)
+            return Outcome("success", rows=rows)
+        return Outcome("failed", error=last_error)  # pragma: no cover
+
+    def _write_fields(self, row: InstanceRow) -> tuple[str, ...] | None:
+        if not row.fields:
+            return None
+        table = self.tables[row.table]
+        keep = set(row.fields) | set(self._linked(row))
+        return tuple(f for f in table.field_names if f in keep and f not in table.primary_key)
+
+    def _attempt_end(self, attempt: dict[str, object], status: str, rows: int | None, error: str | None,
+                     log: list[str]) -> None:
+        done = {**attempt, "ended_at": time.time(), "status": status, "rows": rows, "error": error,
+                "log": "\n".join(log)}
+        self.writer.put(str(attempt["instance_id"]), None, attempt=done)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:2000]

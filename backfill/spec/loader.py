@@ -1,0 +1,320 @@
+"""Load a project folder into the model, collecting every error of every file."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import SpecError, SpecErrors
+from .model import (
+    Backfill,
+    DateInterval,
+    EngineConfig,
+    Field,
+    Project,
+    Retries,
+    Scope,
+    Selection,
+    StateConfig,
+    Table,
+    Target,
+    Template,
+)
+from .schema_check import check_schema
+from .yamlpos import Located, load_yaml_file
+
+__all__ = ["load_project", "find_project_root", "parse_timestamp"]
+
+
+def find_project_root(given: str | Path | None) -> Path:
+    """`--project DIR`, else the current directory if it holds project.yaml, else ./specs."""
+    if given is not None:
+        return Path(given)
+    here = Path.cwd()
+    if (here / "project.yaml").exists() or not (here / "specs" / "project.yaml").exists():
+        return here
+    return here / "specs"
+
+
+def parse_timestamp(text: str) -> tuple[datetime, bool]:
+    """A data timestamp `YYYY-MM-DD` or `YYYY-MM-DDTHH[:00[:00]]` -> (datetime, names an hour)."""
+    text = text.strip().replace(" ", "T")
+    if "T" in text:
+        day, hour = text.split("T", 1)
+        return datetime.fromisoformat(f"{day}T{hour[:2]}:00:00"), True
+    return datetime.fromisoformat(text), False
+
+
+def _spec_files(root: Path, folder: str) -> list[Path]:
+    d = root / folder
+    if not d.is_dir():
+        return []
+    return sorted([*d.glob("*.yaml"), *d.glob("*.yml")])
+
+
+def _rel(root: Path, path: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+class _Loader:
+    def __init__(self, root: Path):
+        self.root = root
+        self.errors: list[SpecError] = []
+        self.broken: set[str] = set()  # names of specs that failed: no follow-on errors about them
+        self.name_at: dict[str, tuple[int, int]] = {}  # spec file -> where its `name` value stands
+
+    def read(self, path: Path, kind: str) -> Located | None:
+        doc = load_yaml_file(path, _rel(self.root, path))
+        if isinstance(doc, SpecError):
+            self.errors.append(doc)
+            self.broken.add(path.stem)
+            return None
+        if not isinstance(doc.value, dict):
+            self.errors.append(doc.error((), f"a {kind} file must be a mapping of keys"))
+            self.broken.add(path.stem)
+            return None
+        found = check_schema(doc, kind)
+        self.errors.extend(found)
+        if found:
+            self.broken.add(path.stem)
+            if isinstance(doc.value.get("name"), str):
+                self.broken.add(doc.value["name"])
+        return None if found else doc
+
+    # ---- project.yaml
+    def project_settings(self) -> dict[str, Any] | None:
+        path = self.root / "project.yaml"
+        if not path.exists():
+            self.errors.append(SpecError(
+                f"no project.yaml in {self.root}; run `backfill init DIR` or pass --project DIR",
+                file="project.yaml"))
+            return None
+        doc = self.read(path, "project")
+        if doc is None:
+            return None
+        v = doc.value
+        eng = v.get("engine") or {"type": "duckdb"}
+        engine = EngineConfig(type=eng["type"], path=eng.get("path", EngineConfig.path),
+                              url_env=eng.get("url_env"), schema=eng.get("schema", "public"),
+                              threads=eng.get("threads"))
+        st = v.get("state", ".backfill/state.db")
+        state = StateConfig(path=st, url_env=None) if isinstance(st, str) else \
+            StateConfig(path=None, url_env=st["url_env"], schema=st.get("schema"))
+        return {
+            "name": v["name"], "dialect": v.get("dialect", "duckdb"), "engine": engine, "state": state,
+            "max_parallel": v.get("max_parallel", 4), "retries": _retries(v.get("retries")) or Retries(),
+            "params": v.get("params") or {},
+        }
+
+    # ---- tables/*.yaml
+    def table(self, path: Path) -> Table | None:
+        doc = self.read(path, "table")
+        if doc is None:
+            return None
+        v, file = doc.value, doc.file
+        self.name_at[file] = doc.where(("name",))
+        ok = True
+        if "sql" in v:
+            sql_path = (path.parent / v["sql"]).resolve()
+            if not sql_path.is_relative_to(self.root.resolve()):
+                self.errors.append(doc.error(("sql",), f"template file '{v['sql']}' is outside the project folder; "
+                                             "keep templates inside the project (e.g. sql/)"))
+                self.broken.update((path.stem, v["name"]))
+                return None
+            if not sql_path.is_file():
+                self.errors.append(doc.error(("sql",), f"template file '{v['sql']}' not found (relative to {file})"))
+                self.broken.update((path.stem, v["name"]))
+                return None
+            try:
+                text = sql_path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                self.errors.append(doc.error(("sql",), f"cannot read template file '{v['sql']}': {exc}; "
+                                             "save it as UTF-8 text"))
+                self.broken.update((path.stem, v["name"]))
+                return None
+            template = Template(text, _rel(self.root, sql_path))
+        else:
+            line, col = doc.block_scalars.get(("sql_inline",), doc.where(("sql_inline",)))
+            template = Template(v["sql_inline"], file, line_offset=line - 1, col_offset=col - 1
+                                if ("sql_inline",) in doc.block_scalars else 0)
+        fields = tuple(Field(f["name"], f["type"], f.get("description", "")) for f in v["fields"])
+        names = [f.name for f in fields]
+        partition = v.get("partition", "ds")
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                self.errors.append(doc.error(("fields", i, "name"), f"field '{name}' is declared twice; remove one"))
+                ok = False
+            if name == partition:
+                self.errors.append(doc.error(("fields", i, "name"),
+                                             f"'{name}' is the partition column; the tool adds it, do not declare it"))
+                ok = False
+        for i, key in enumerate(v.get("primary_key", [])):
+            if key not in names:
+                self.errors.append(doc.error(("primary_key", i), f"primary key '{key}' is not a declared field; "
+                                             "declare it in fields or fix the name"))
+                ok = False
+        if not ok:
+            self.broken.update((path.stem, v["name"]))
+            return None
+        return Table(
+            name=v["name"], kind=v["kind"], fields=fields, template=template, spec_file=file,
+            granularity=v.get("granularity", "day"), partition=partition,
+            primary_key=tuple(v.get("primary_key", [])),
+            depends_on=tuple(v["depends_on"]) if "depends_on" in v else None,
+            description=v.get("description", ""),
+            positions={key: doc.where((key,)) for key in v},
+        )
+
+    # ---- backfills/*.yaml
+    def backfill(self, path: Path, tables: dict[str, Table]) -> Backfill | None:
+        doc = self.read(path, "backfill")
+        if doc is None:
+            return None
+        v = doc.value
+        self.name_at[doc.file] = doc.where(("name",))
+        before = len(self.errors)
+        targets = []
+        for i, t in enumerate(v["targets"]):
+            table = tables.get(t["table"])
+            if table is None:
+                if t["table"] not in self.broken:
+                    self.errors.append(doc.error(("targets", i, "table"), _unknown_table(t["table"], tables)))
+                continue
+            fields = t.get("fields", "all")
+            if fields != "all":
+                for j, f in enumerate(fields):
+                    if f not in table.field_names:
+                        self.errors.append(doc.error(("targets", i, "fields", j),
+                                                     f"table '{table.name}' has no field '{f}'"))
+                if not table.primary_key:
+                    self.errors.append(doc.error(
+                        ("targets", i, "fields"),
+                        f"table '{table.name}' has no primary_key, so it cannot take a field selection; "
+                        "declare primary_key in its spec or backfill the entire table"))
+            targets.append(Target(table.name, None if fields == "all" else tuple(fields)))
+        seen = [t.table for t in targets]
+        for i, name in enumerate(seen):
+            if seen.index(name) != i:
+                self.errors.append(doc.error(("targets", i, "table"), f"table '{name}' is targeted twice"))
+        scope = _scope(v.get("scope", "current"))
+        for i, name in enumerate(scope.exclude):
+            if name not in tables and name not in self.broken:
+                self.errors.append(doc.error(("scope", "exclude", i), _unknown_table(name, tables)))
+        for key in ("skip", "dry_run"):
+            sel = v.get(key, "none")
+            if isinstance(sel, list):
+                for i, name in enumerate(sel):
+                    if name not in tables and name not in self.broken:
+                        self.errors.append(doc.error((key, i), _unknown_table(name, tables)))
+        intervals = self.intervals(doc, v.get("data_timestamp"))
+        runtime = None
+        if v.get("runtime", "immediately") != "immediately":
+            try:
+                runtime = datetime.fromisoformat(v["runtime"].replace("Z", "+00:00"))
+            except ValueError:
+                self.errors.append(doc.error(("runtime",), f"'{v['runtime']}' is not a valid date and time"))
+        if len(self.errors) > before:
+            return None
+        return Backfill(
+            key=path.stem, spec_file=doc.file, targets=tuple(targets), name=v.get("name"), scope=scope,
+            runtime=runtime, data_timestamp=intervals, groups=v.get("groups", 1),
+            order=v.get("order", "ascending"), skip=_selection(v.get("skip", "none")),
+            dry_run=_selection(v.get("dry_run", "none")), params=v.get("params") or {},
+            retries=_retries(v.get("retries")),
+        )
+
+    def intervals(self, doc: Located, raw: Any) -> tuple[DateInterval, ...] | None:
+        if raw is None:
+            return None
+        items = raw if isinstance(raw, list) else [raw]
+        base: tuple[str | int, ...] = ("data_timestamp",)
+        out = []
+        for i, item in enumerate(items):
+            at = base + (i,) if isinstance(raw, list) else base
+            if isinstance(item, str):
+                ts = self.timestamp(doc, at, item)
+                if ts:
+                    out.append(DateInterval(ts[0], ts[0], ts[1]))
+                continue
+            start = self.timestamp(doc, at + ("start",), item["start"])
+            end = self.timestamp(doc, at + ("end",), item["end"])
+            if start is None or end is None:
+                continue
+            if end[0] < start[0]:
+                self.errors.append(doc.error(at + ("end",), f"interval ends ({item['end']}) before it starts "
+                                             f"({item['start']}); swap start and end"))
+                continue
+            out.append(DateInterval(start[0], end[0], start[1] and end[1], start_hour=start[1], end_hour=end[1]))
+        return tuple(out)
+
+    def timestamp(self, doc: Located, at: tuple[str | int, ...], text: str) -> tuple[datetime, bool] | None:
+        try:
+            return parse_timestamp(text)
+        except ValueError as exc:
+            self.errors.append(doc.error(at, f"'{text}' is not a real date or hour: {exc}"))
+            return None
+
+
+def _unknown_table(name: str, tables: dict[str, Table]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(tables), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else "; declare it in tables/"
+    return f"unknown table '{name}'{hint}"
+
+
+def _selection(raw: Any) -> Selection:
+    return raw if isinstance(raw, str) else tuple(raw)  # type: ignore[return-value]
+
+
+def _scope(raw: Any) -> Scope:
+    if isinstance(raw, str):
+        return Scope(mode=raw)  # type: ignore[arg-type]
+    return Scope(mode=raw["mode"], depth=raw.get("depth"), exclude=tuple(raw.get("exclude", ())))
+
+
+def _retries(raw: Any) -> Retries | None:
+    if raw is None:
+        return None
+    return Retries(count=raw.get("count", 0), delay_seconds=float(raw.get("delay_seconds", 0)))
+
+
+def load_project(root: str | Path) -> Project:
+    """Read every spec file of the project; raise SpecErrors listing all problems found."""
+    root = Path(root)
+    loader = _Loader(root)
+    settings = loader.project_settings()
+    tables: dict[str, Table] = {}
+    for path in _spec_files(root, "tables"):
+        table = loader.table(path)
+        if table is None:
+            continue
+        if table.name in tables:
+            line, col = loader.name_at.get(table.spec_file, (1, 1))
+            loader.errors.append(SpecError(
+                f"table '{table.name}' is already declared in {tables[table.name].spec_file}; rename one of them",
+                file=table.spec_file, line=line, col=col, key_path=("name",)))
+            continue
+        tables[table.name] = table
+    backfills: dict[str, Backfill] = {}
+    names: dict[str, str] = {}
+    for path in _spec_files(root, "backfills"):
+        bf = loader.backfill(path, tables)
+        if bf is None:
+            continue
+        if bf.name and bf.name in names:
+            line, col = loader.name_at.get(bf.spec_file, (1, 1))
+            loader.errors.append(SpecError(f"backfill name '{bf.name}' is already used by {names[bf.name]}; "
+                                           "give each backfill its own name",
+                                           file=bf.spec_file, line=line, col=col, key_path=("name",)))
+            continue
+        if bf.name:
+            names[bf.name] = bf.spec_file
+        backfills[bf.key] = bf
+    if loader.errors or settings is None:
+        raise SpecErrors(loader.errors)
+    return Project(root=root, tables=tables, backfills=backfills, **settings)

@@ -1,0 +1,263 @@
+"""Turn a table and a data timestamp into checked engine SQL, fast.
+
+Rendering runs per instance; everything sqlglot does runs once per *shape* (the rendered SQL with
+its date values blanked out). Where the engine SQL differs from the rendered SQL (another dialect,
+or a field selection pruning the projection), the shape is transformed once with unique placeholder
+dates in the date slots, and each instance's SQL is that result with its own dates put back. When
+placeholders cannot be made unambiguous the instance is transformed on its own: slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlglot
+
+from ..errors import SpecError, snippet
+from ..spec.model import Project, Table
+from .fields import field_signatures, linked_fields, prune_projection
+from .sqlcheck import ShapeCheck, SqlProblem, check_sql, partition_type
+from .templates import (
+    CompiledTemplate,
+    RenderContext,
+    Rendered,
+    TemplateFailure,
+    mark_values,
+    quote_literal,
+    strip_marks,
+)
+
+__all__ = ["CompiledSql", "ProjectCompiler", "fingerprint"]
+
+_MARKED = re.compile("\ue000([^\ue001]*)\ue001")
+
+
+def fingerprint(*parts: str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CompiledSql:
+    sql: str  # engine SQL of the whole table's SELECT
+    reads: tuple[str, ...]  # upstream tables
+    fingerprint: str
+
+
+def _placeholder(value: str, slot: int) -> str | None:
+    """A date of the same form as `value` that cannot occur by accident: year 1600 + 4*slot."""
+    m = re.fullmatch(r"(\d{4})([-]?\d{2}[-]?\d{2}.*)", value)
+    if not m or slot > 99:
+        return None
+    return f"{1600 + 4 * slot:04d}{m.group(2)}"
+
+
+class _Transform:
+    """A shape's engine SQL with placeholders, to be filled per instance."""
+
+    def __init__(self, text: str, placeholders: list[str]):
+        self.text, self.placeholders = text, placeholders
+        self._pattern = re.compile("|".join(re.escape(p) for p in placeholders)) if placeholders else None
+
+    def fill(self, values: Sequence[str]) -> str:
+        if self._pattern is None:
+            return self.text
+        lookup = dict(zip(self.placeholders, values, strict=True))
+        return self._pattern.sub(lambda m: lookup[m.group(0)], self.text)
+
+
+class ProjectCompiler:
+    """Compiled templates plus the caches of one project. Pure: no I/O."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self.errors: list[SpecError] = []
+        self.templates: dict[str, CompiledTemplate] = {}
+        self._checks: dict[tuple[str, str], ShapeCheck] = {}
+        self._transforms: dict[tuple[str, str, tuple[str, ...]], _Transform | None] = {}
+        self._signatures: dict[tuple[str, str], dict[str, Any]] = {}
+        self._signatures_of: dict[str, str] = {}  # table -> write signature
+        self._reads: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
+        for name, table in sorted(project.tables.items()):
+            try:
+                self.templates[name] = CompiledTemplate(table, self.physical, self.source_ref, project.dialect)
+            except TemplateFailure as exc:
+                self.errors.append(_template_error(table, exc, None))
+
+    @property
+    def engine_dialect(self) -> str:
+        return self.project.engine.dialect
+
+    def target_dialect(self, table: Table) -> str:
+        """Integration tables are extracted from their sources by DuckDB, whatever the warehouse."""
+        return "duckdb" if table.kind == "integration" else self.engine_dialect
+
+    # --- names the templates resolve
+    def physical(self, name: str) -> str:
+        if name not in self.project.tables:
+            import difflib
+
+            from jinja2 import TemplateRuntimeError
+
+            close = difflib.get_close_matches(name, list(self.project.tables), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "declare it in tables/"
+            raise TemplateRuntimeError(f"ref('{name}'): unknown table; {hint}")
+        return name
+
+    def source_ref(self, path: str) -> str:
+        if path.startswith("/") or ".." in path.split("/") or "\\" in path:
+            from jinja2 import TemplateRuntimeError
+
+            raise TemplateRuntimeError(f"source('{path}'): give a path inside the project folder")
+        return quote_literal(path)
+
+    # --- per instance
+    def render(self, table: Table, ts: datetime, params: Mapping[str, Any]) -> Rendered:
+        ctx = RenderContext(ts, table.hourly, params)
+        return self.templates[table.name].render(ctx)
+
+    def check(self, table: Table, rendered: Rendered) -> ShapeCheck:
+        key = (table.name, rendered.shape)
+        found = self._checks.get(key)
+        if found is None:
+            found = check_sql(rendered.sql, table, self.project.tables, self.project.dialect,
+                              self.target_dialect(table))
+            self._checks[key] = found
+        return found
+
+    def compile(self, table: Table, ts: datetime, params: Mapping[str, Any], ds: str
+                ) -> CompiledSql | list[SpecError]:
+        """Render and check one instance: its engine SQL and fingerprint, or the errors."""
+        try:
+            rendered = self.render(table, ts, params)
+        except TemplateFailure as exc:
+            return [_template_error(table, exc, ds)]
+        check = self.check(table, rendered)
+        if check.problems:
+            return [_sql_error(table, p, rendered.sql, ds) for p in check.problems]
+        sql = rendered.sql if self.project.dialect == self.target_dialect(table) else \
+            self.transformed(table, rendered, check, ())
+        key = (check.reads, rendered.refs)
+        reads = self._reads.get(key)
+        if reads is None:
+            reads = self._reads[key] = tuple(sorted(set(check.reads) | set(rendered.refs)))
+        return CompiledSql(sql, reads, self.fingerprint(table, sql))
+
+    def fingerprint(self, table: Table, sql: str) -> str:
+        """What an instance of `table` executing `sql` is recorded with: the SQL and the write definition."""
+        return fingerprint(sql, self.write_signature(table))
+
+    def write_signature(self, table: Table) -> str:
+        """What the write depends on besides the SQL: columns and types, key, partition column."""
+        found = self._signatures_of.get(table.name)
+        if found is None:
+            cols = ",".join(f"{f.name} {f.type}" for f in table.fields)
+            found = f"{cols}|pk={','.join(table.primary_key)}|{table.partition} {partition_type(table)}"
+            self._signatures_of[table.name] = found
+        return found
+
+    def transformed(self, table: Table, rendered: Rendered, check: ShapeCheck, keep: tuple[str, ...]) -> str:
+        """Engine SQL of an instance, optionally pruned to the fields `keep`."""
+        key = (table.name, rendered.shape, keep)
+        dialect = self.target_dialect(table)
+        if key not in self._transforms:
+            self._transforms[key] = self._make_transform(rendered, keep, dialect)
+        transform = self._transforms[key]
+        if transform is None:
+            return self._transform_text(rendered.sql, keep, dialect)
+        return transform.fill(mark_values(rendered.marked))
+
+    def _transform_text(self, sql: str, keep: tuple[str, ...], dialect: str) -> str:
+        tree = sqlglot.parse_one(sql, read=self.project.dialect)
+        if keep:
+            tree = prune_projection(tree, keep)
+        return tree.sql(dialect=dialect)
+
+    def _make_transform(self, rendered: Rendered, keep: tuple[str, ...], dialect: str) -> _Transform | None:
+        values = mark_values(rendered.marked)
+        placeholders = [_placeholder(v, i) for i, v in enumerate(values)]
+        if any(p is None for p in placeholders):
+            return None
+        phs = [p for p in placeholders if p is not None]
+        slots = iter(phs)
+        text = strip_marks(_MARKED.sub(lambda m: next(slots), rendered.marked))
+        if any(text.count(p) != 1 for p in phs):
+            return None
+        out = self._transform_text(text, keep, dialect)
+        if any(out.count(p) != 1 for p in phs):
+            return None
+        return _Transform(out, phs)
+
+    # --- field selection
+    def signatures(self, table: Table, rendered: Rendered, check: ShapeCheck) -> dict[str, Any]:
+        key = (table.name, rendered.shape)
+        if key not in self._signatures:
+            tree = check.tree
+            sigs: dict[str, Any] = {}
+            if tree is not None and not check.has_table_functions:
+                from sqlglot.optimizer.qualify import qualify
+
+                schema: dict[str, object] = {n: {**{f.name: f.type for f in self.project.tables[n].fields},
+                              self.project.tables[n].partition: partition_type(self.project.tables[n])}
+                          for n in check.reads}
+                qualified = qualify(tree.copy(), schema=schema, dialect=self.project.dialect,
+                                    quote_identifiers=False, identify=False)
+                sigs = field_signatures(qualified)
+            self._signatures[key] = sigs
+        return self._signatures[key]
+
+    def field_selection(self, table: Table, ts: datetime, params: Mapping[str, Any], chosen: Sequence[str]
+                        ) -> tuple[str, tuple[str, ...]]:
+        """(pruned engine SQL, linked fields) for a field selection; call after `compile` succeeded."""
+        rendered = self.render(table, ts, params)
+        check = self.check(table, rendered)
+        linked = tuple(linked_fields(self.signatures(table, rendered, check), chosen, table.primary_key))
+        keep = tuple(f for f in table.field_names if f in table.primary_key or f in chosen or f in linked)
+        return self.transformed(table, rendered, check, keep), linked
+
+
+def _locate(source: str, token: str, near_line: int) -> tuple[int, int]:
+    """Where `token` stands in the template, nearest to the rendered line it was found on."""
+    if not token:
+        return near_line, 1
+    best: tuple[int, int, int] | None = None
+    before = r"(?<![A-Za-z0-9_])" if re.match(r"\w", token) else ""  # whole words; punctuation as is
+    after = r"(?![A-Za-z0-9_])" if re.search(r"\w$", token) else ""
+    pattern = re.compile(before + re.escape(token) + after, re.I)
+    for n, line in enumerate(source.splitlines(), start=1):
+        for m in pattern.finditer(line):
+            cand = (abs(n - near_line), n, m.start() + 1)
+            if best is None or cand < best:
+                best = cand
+    return (best[1], best[2]) if best else (near_line, 1)
+
+
+def _template_error(table: Table, exc: TemplateFailure, ds: str | None) -> SpecError:
+    t = table.template
+    message = f"{exc.message} (table {table.name}" + (f", {ds})" if ds else ")")
+    return SpecError(message, file=t.file, line=exc.line + t.line_offset,
+                     col=exc.col + t.col_offset, table=table.name, ds=ds,
+                     detail=snippet(t.source, exc.line, exc.col))
+
+
+def _sql_error(table: Table, problem: SqlProblem, rendered_sql: str, ds: str | None) -> SpecError:
+    t = table.template
+    line, col = _locate(t.source, problem.token, problem.line)
+    if not problem.token:
+        line, col = min(problem.line, max(1, t.source.count("\n") + 1)), problem.col
+    # the template line the location names, then the rendered SQL where sqlglot saw the problem
+    detail = snippet(t.source, line, col)
+    rendered_line = snippet(rendered_sql, problem.line, problem.col)
+    if (problem.line, problem.col) != (1, 1) and rendered_line != detail:
+        detail += "\n  rendered:\n" + rendered_line
+    message = f"{problem.message} (table {table.name}" + (f", {ds})" if ds else ")")
+    return SpecError(message, file=t.file, line=line + t.line_offset, col=col + t.col_offset,
+                     table=table.name, ds=ds, detail=detail)

@@ -1,0 +1,225 @@
+"""Sandboxed Jinja SQL templates: a table's template compiled once, rendered per data timestamp.
+
+Quoting rules live in `quoting.py`, the sandbox in `sandbox.py`, the variables in `context.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jinja2
+
+from ..errors import SpecError, snippet
+from ..spec.model import Table, Template
+from . import dataphin
+from .context import RenderContext, add_hours, add_months, date_format, ds_add, fmt_date
+from .datefill import Filled, Slots, SymbolicDate, is_date_linear
+from .quoting import (
+    TEXT_CLOSE,
+    TEXT_OPEN,
+    DateText,
+    SqlText,
+    mark_values,
+    quote_literal,
+    shape_of,
+    strip_marks,
+    text_in_quotes,
+)
+from .sandbox import ENV, QUOTED_PARAM, TemplateFailure, column_of, describe, sched_jinja, template_line
+
+__all__ = [
+    "CompiledTemplate",
+    "DateText",
+    "RenderContext",
+    "Rendered",
+    "SqlText",
+    "TemplateFailure",
+    "add_hours",
+    "add_months",
+    "date_format",
+    "ds_add",
+    "fmt_date",
+    "mark_values",
+    "quote_literal",
+    "shape_of",
+    "strip_marks",
+]
+
+@dataclass(frozen=True)
+class Rendered:
+    marked: str  # with date markers: its shape is `shape_of(marked)`
+    refs: tuple[str, ...]  # tables named through ref(), in order of first use
+    known_shape: str | None = None  # given when the renderer knows it (date-filled renders)
+
+    @property
+    def sql(self) -> str:
+        return strip_marks(self.marked)
+
+    @property
+    def shape(self) -> str:
+        return self.known_shape if self.known_shape is not None else shape_of(self.marked)
+
+
+def _strftime(fmt: str) -> Callable[[datetime], str]:
+    return lambda ts: fmt_date(ts, fmt)
+
+
+class _SymbolicDateText(DateText, SymbolicDate):
+    """A symbolic date that finalize marks like any date (see datefill)."""
+
+
+@dataclass
+class _FastPath:
+    params: Mapping[str, Any]  # the very object this entry was made for (entries are keyed by its id)
+    filled: Filled | None
+    refs: tuple[str, ...] = ()
+    checked: int = 0  # instances compared with a real render so far
+    shape: str | None = None  # the same for every instance it fills
+
+
+class CompiledTemplate:
+    """A table's template compiled once; `render` is called per data timestamp."""
+
+    def __init__(self, table: Table, physical: Callable[[str], str], source_ref: Callable[[str], str],
+                 dialect: str | None = None):
+        self.table = table
+        self.dialect = dialect  # of the rendered SQL: how text values are quoted
+        self.template: Template = table.template
+        self._physical = physical
+        self._source_ref = source_ref
+        self._sched_cache: dict[str, dataphin.SchedParam] = {}
+        src = self.template.source
+        m = QUOTED_PARAM.search(src)
+        if m:
+            raise self._failure_at(m.start(), "a param renders as a quoted SQL literal already; "
+                                   "remove the quotes around " + m.group(0)[1:-1].strip())
+        try:
+            converted = sched_jinja(src)
+        except dataphin.SchedParamError as exc:
+            raise self._failure_at(exc.offset, exc.message) from None
+        for p in dataphin.find_params(src):
+            self._sched_cache[p.text] = p
+        try:
+            self._jinja = ENV.from_string(converted)
+            self._globals = dict(self._jinja.globals)
+            self._linear = is_date_linear(ENV.parse(converted))
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateFailure(f"template syntax: {exc.message}", exc.lineno, 1) from None
+        self._fast: dict[int, _FastPath] = {}
+
+    def _failure_at(self, offset: int, message: str) -> TemplateFailure:
+        src = self.template.source
+        line = src.count("\n", 0, offset) + 1
+        col = offset - (src.rfind("\n", 0, offset) + 1) + 1
+        return TemplateFailure(message, line, col)
+
+    def render(self, ctx: RenderContext) -> Rendered:
+        """The instance's SQL: filled into a once-rendered text when the template is date-linear
+        (checked against real renders on the first two dates), else rendered in full."""
+        if not self._linear:
+            return self._render(ctx)
+        entry = self._fast.get(id(ctx.params))
+        if entry is None or entry.params is not ctx.params:
+            entry = self._symbolic(ctx)
+            self._fast[id(ctx.params)] = entry
+        if entry.filled is None:
+            return self._render(ctx)
+        try:
+            marked = entry.filled.fill(ctx.data_timestamp)
+        except Exception:  # noqa: BLE001 - the real render reports it properly
+            return self._render(ctx)
+        if entry.checked < 2:
+            real = self._render(ctx)
+            entry.checked += 1
+            if (real.marked, real.refs) != (marked, entry.refs):
+                entry.filled = None
+            elif entry.shape is None:
+                entry.shape = shape_of(real.marked)
+            return real
+        return Rendered(marked, entry.refs, entry.shape)
+
+    def _symbolic(self, ctx: RenderContext) -> _FastPath:
+        slots = Slots(_SymbolicDateText)
+        formats = {"ds": "%Y-%m-%d", "ds_nodash": "%Y%m%d", "bizdate": "%Y%m%d"}
+        if ctx.hourly:
+            formats.update(hour="%H", ts="%Y-%m-%d %H:%M:%S", ts_nodash="%Y%m%d%H%M%S")
+        variables: dict[str, Any] = {name: slots.new(_strftime(fmt)) for name, fmt in formats.items()}
+        variables["params"] = ctx.params
+        hour = timedelta(hours=1) if ctx.hourly else timedelta(days=1)
+
+        def sched(text: str) -> SymbolicDate:
+            param = self._sched_cache[text]
+            return slots.new(lambda t: dataphin.evaluate(param, t, t + hour))
+
+        refs: list[str] = []
+        try:
+            out = self._render_with(variables, refs, sched)
+        except Exception:  # noqa: BLE001 - not renderable symbolically: render per date instead
+            return _FastPath(ctx.params, None)
+        return _FastPath(ctx.params, Filled(out, slots), tuple(refs))
+
+    def _render(self, ctx: RenderContext) -> Rendered:
+        refs: list[str] = []
+
+        def sched(text: str) -> DateText:
+            return DateText(dataphin.evaluate(self._sched_cache[text], ctx.data_timestamp, ctx.cyctime()))
+
+        return Rendered(self._render_with(ctx.variables(), refs, sched), tuple(refs))
+
+    def _render_with(self, variables: dict[str, Any], refs: list[str], sched: Callable[[str], str]) -> str:
+        def ref(name: str) -> SqlText:
+            name = str(name)
+            if name not in refs:
+                refs.append(name)
+            return SqlText(self._physical(name))
+
+        def source(path: str) -> SqlText:
+            return SqlText(self._source_ref(str(path)))
+
+        variables = {**self._globals, **variables, "ref": ref, "source": source, "__sched": sched}
+        try:
+            try:  # Template.render, minus re-merging the environment globals on every call
+                out = ENV.concat(self._jinja.root_render_func(self._jinja.new_context(variables, shared=True)))
+            except Exception:
+                ENV.handle_exception()  # re-raises with the template's own line numbers
+                raise
+        except jinja2.TemplateError as exc:
+            line = template_line(exc)
+            raise TemplateFailure(describe(exc), line, column_of(self.template.source, line, exc)) from None
+        except (ValueError, TypeError, OverflowError, ArithmeticError, MemoryError, RecursionError) as exc:
+            line = template_line(exc)
+            raise TemplateFailure(f"template: {exc}", line, 1) from None
+        if TEXT_OPEN in out:
+            out = self._quote_text(out)
+        return out
+
+    def _quote_text(self, out: str) -> str:
+        """Quote every text value, refusing one rendered inside a SQL string, quoted name or comment."""
+        misplaced = text_in_quotes(out)
+        if misplaced is not None:
+            pos, where = misplaced
+            line = out.count("\n", 0, pos) + 1
+            lines = self.template.source.splitlines()
+            text = lines[line - 1] if 1 <= line <= len(lines) else ""
+            spans = list(re.finditer(r"\{\{.*?\}\}", text))
+            culprit = next((m for m in spans if "params" in m.group(0)), spans[0] if spans else None)
+            col = culprit.start() + 1 if culprit else 1
+            fix = "move it out of the comment" if "comment" in where else \
+                "remove the quotes around it, or build the whole text in Jinja, e.g. {{ '%' ~ params.x ~ '%' }}"
+            raise TemplateFailure(f"a text value is rendered inside {where}; it renders as a complete quoted "
+                                  f"SQL literal: {fix}", line, col)
+        return re.sub(f"{TEXT_OPEN}([^{TEXT_CLOSE}]*){TEXT_CLOSE}",
+                      lambda m: quote_literal(m.group(1), self.dialect), out)
+
+    def error(self, failure: TemplateFailure, ds: str | None = None) -> SpecError:
+        t = self.template
+        line = failure.line + t.line_offset
+        col = failure.col + (t.col_offset if failure.line >= 1 else 0)
+        return SpecError(
+            failure.message, file=t.file, line=line, col=col, table=self.table.name, ds=ds,
+            detail=snippet(t.source, failure.line, failure.col),
+        )

@@ -1,0 +1,206 @@
+"""The ledger's tables and schema version: what is stored, created once and migrated.
+
+Schema version 2 (v1 -> v2 adds the nullable `template_fingerprint` columns that `backfill status`
+compares). `connect` opens a SQLAlchemy engine on a SQLite file or a PostgreSQL URL and makes sure
+the schema is there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from ..errors import UserError
+
+__all__ = ["ACTIVE", "FINISHED", "SCHEMA_VERSION", "InstanceRow", "connect", "ensure_schema", "instance_row"]
+
+SCHEMA_VERSION = 2
+FINISHED = ("success", "dry_run", "failed", "paused", "blocked", "killed")
+ACTIVE = ("pending", "waiting", "running")
+
+meta = sa.MetaData()
+T_META = sa.Table("bf_meta", meta, sa.Column("key", sa.String(64), primary_key=True),
+                  sa.Column("value", sa.Text, nullable=False))
+T_BACKFILLS = sa.Table(
+    "bf_backfills", meta,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("spec_key", sa.String(256), nullable=False, index=True),
+    sa.Column("spec_file", sa.Text, nullable=False),
+    sa.Column("runtime", sa.String(40)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("in_specs", sa.Boolean, nullable=False, default=True),
+)
+T_INSTANCES = sa.Table(
+    "bf_instances", meta,
+    sa.Column("id", sa.String(400), primary_key=True),
+    sa.Column("backfill", sa.String(128), nullable=False, index=True),
+    sa.Column("table_name", sa.String(128), nullable=False),
+    sa.Column("ds", sa.String(20), nullable=False),
+    sa.Column("grp", sa.Integer, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("mode", sa.String(10), nullable=False),
+    sa.Column("fields", sa.Text),  # JSON list, or NULL for the entire table
+    sa.Column("linked", sa.Text),
+    sa.Column("upstream", sa.Text, nullable=False),  # JSON list of instance ids
+    sa.Column("sql", sa.Text, nullable=False),
+    sa.Column("fingerprint", sa.String(32), nullable=False),
+    sa.Column("table_fingerprint", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("started_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("error", sa.Text),
+    sa.Column("held", sa.Boolean, nullable=False, default=False),  # operator pause
+    sa.Column("kill_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("run_id", sa.String(40)),  # the apply run that last claimed it (for crash recovery)
+    sa.Column("template_fingerprint", sa.String(32)),  # v2: of the table's spec when planned (fingerprints.py)
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+T_ATTEMPTS = sa.Table(
+    "bf_attempts", meta,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(400), nullable=False, index=True),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("pid", sa.Integer),
+    sa.Column("host", sa.String(256)),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("error", sa.Text),
+    sa.Column("log", sa.Text),
+    sa.Column("sql", sa.Text),
+)
+T_PARTITIONS = sa.Table(
+    "bf_partitions", meta,
+    sa.Column("table_name", sa.String(128), primary_key=True),
+    sa.Column("ds", sa.String(20), primary_key=True),
+    sa.Column("field", sa.String(128), primary_key=True),  # '*' = every field of the table
+    sa.Column("fingerprint", sa.String(32), nullable=False),
+    sa.Column("instance_id", sa.String(400), nullable=False),
+    sa.Column("written_at", sa.Float, nullable=False),
+    sa.Column("template_fingerprint", sa.String(32)),  # v2: NULL = written before v2 (unknown)
+)
+T_LOCKS = sa.Table(
+    "bf_locks", meta,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(256), nullable=False),
+    sa.Column("purpose", sa.Text, nullable=False),
+    sa.Column("acquired_at", sa.Float, nullable=False),
+)
+T_PLANS = sa.Table(
+    "bf_applied_plans", meta,
+    sa.Column("plan_id", sa.String(64), primary_key=True),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    id: str
+    backfill: str
+    table: str
+    ds: str
+    group: int
+    position: int
+    seq: int
+    mode: str
+    fields: tuple[str, ...] | None
+    linked: tuple[str, ...]
+    upstream: tuple[str, ...]
+    sql: str
+    fingerprint: str
+    table_fingerprint: str
+    status: str
+    attempts: int
+    started_at: float | None
+    ended_at: float | None
+    rows: int | None
+    error: str | None
+    held: bool
+    kill_requested: bool
+    template_fingerprint: str | None = None
+    run_id: str | None = None  # the apply run that last claimed it: its write markers start with it
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+
+def instance_row(r: Any) -> InstanceRow:
+    return InstanceRow(
+        id=r.id, backfill=r.backfill, table=r.table_name, ds=r.ds, group=r.grp, position=r.position, seq=r.seq,
+        mode=r.mode, fields=tuple(json.loads(r.fields)) if r.fields else None,
+        linked=tuple(json.loads(r.linked)) if r.linked else (),
+        upstream=tuple(json.loads(r.upstream)), sql=r.sql, fingerprint=r.fingerprint,
+        table_fingerprint=r.table_fingerprint, status=r.status, attempts=r.attempts, started_at=r.started_at,
+        ended_at=r.ended_at, rows=r.rows, error=r.error, held=bool(r.held), kill_requested=bool(r.kill_requested),
+        template_fingerprint=r.template_fingerprint, run_id=r.run_id or None,
+    )
+
+
+
+def connect(url: str, schema: str | None = None) -> Engine:
+    """A SQLAlchemy engine on the ledger database, its schema created or migrated."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    if schema and url.startswith("postgresql"):
+        kwargs["connect_args"] = {"options": f"-csearch_path={schema}"}
+    engine = sa.create_engine(url, future=True, **kwargs)
+    if url.startswith("sqlite"):
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+    if schema and url.startswith("postgresql"):
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    ensure_schema(engine)
+    return engine
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the tables, check the version, migrate an older ledger."""
+    with engine.begin() as conn:
+        meta.create_all(conn, checkfirst=True)
+        found = conn.execute(sa.select(T_META.c.value).where(T_META.c.key == "schema_version")).scalar()
+        if found is None:
+            conn.execute(T_META.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+        elif int(found) > SCHEMA_VERSION:
+            raise UserError(f"the ledger has schema version {found}, newer than this backfill "
+                            f"({SCHEMA_VERSION}); upgrade backfill")
+    if found is not None and int(found) < 2:
+        _migrate_v1_to_v2(engine)
+
+def _migrate_v1_to_v2(engine: Engine) -> None:
+    """Add the nullable template_fingerprint columns (existing rows: NULL = unknown)."""
+    for table in (T_PARTITIONS, T_INSTANCES):
+        with engine.connect() as conn:
+            have = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+        if "template_fingerprint" in have:
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN template_fingerprint VARCHAR(32)"))
+        except sa.exc.DBAPIError:  # another process migrated it first
+            with engine.connect() as conn:
+                if "template_fingerprint" not in {c["name"] for c in sa.inspect(conn).get_columns(table.name)}:
+                    raise
+    with engine.begin() as conn:
+        conn.execute(T_META.update().where(T_META.c.key == "schema_version", T_META.c.value == "1")
+                     .values(value="2"))
+
