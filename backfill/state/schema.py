@@ -174,7 +174,11 @@ def connect(url: str, schema: str | None = None) -> Engine:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create the tables, check the version, migrate an older ledger."""
+    """Create the tables, check the version, migrate an older ledger.
+
+    Migration is additive: every column of the tables above that an existing ledger lacks is added,
+    nullable (NULL = unknown for rows written before). A new nullable column or a new table needs no
+    migration code; a change of meaning needs a new SCHEMA_VERSION."""
     with engine.begin() as conn:
         meta.create_all(conn, checkfirst=True)
         found = conn.execute(sa.select(T_META.c.value).where(T_META.c.key == "schema_version")).scalar()
@@ -183,24 +187,25 @@ def ensure_schema(engine: Engine) -> None:
         elif int(found) > SCHEMA_VERSION:
             raise UserError(f"the ledger has schema version {found}, newer than this backfill "
                             f"({SCHEMA_VERSION}); upgrade backfill")
-    if found is not None and int(found) < 2:
-        _migrate_v1_to_v2(engine)
+    _add_missing_columns(engine)
+    if found is not None and int(found) < SCHEMA_VERSION:
+        with engine.begin() as conn:
+            conn.execute(T_META.update().where(T_META.c.key == "schema_version", T_META.c.value == found)
+                         .values(value=str(SCHEMA_VERSION)))
 
-def _migrate_v1_to_v2(engine: Engine) -> None:
-    """Add the nullable template_fingerprint columns (existing rows: NULL = unknown)."""
-    for table in (T_PARTITIONS, T_INSTANCES):
-        with engine.connect() as conn:
-            have = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
-        if "template_fingerprint" in have:
-            continue
+
+def _add_missing_columns(engine: Engine) -> None:
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        missing = [(table, column) for table in meta.sorted_tables
+                   for have in [{c["name"] for c in inspector.get_columns(table.name)}]
+                   for column in table.columns if column.name not in have]
+    for table, column in missing:
+        kind = column.type.compile(dialect=engine.dialect)
         try:
             with engine.begin() as conn:
-                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN template_fingerprint VARCHAR(32)"))
-        except sa.exc.DBAPIError:  # another process migrated it first
+                conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+        except sa.exc.DBAPIError:  # another process added it first
             with engine.connect() as conn:
-                if "template_fingerprint" not in {c["name"] for c in sa.inspect(conn).get_columns(table.name)}:
+                if column.name not in {c["name"] for c in sa.inspect(conn).get_columns(table.name)}:
                     raise
-    with engine.begin() as conn:
-        conn.execute(T_META.update().where(T_META.c.key == "schema_version", T_META.c.value == "1")
-                     .values(value="2"))
-
