@@ -94,17 +94,37 @@ def register(app: typer.Typer) -> None:
                                on_change=live.on_change)
         _report_run(report, as_json)
 
-    @app.command("set-success", help="Mark an instance successful without running it.")
+    @app.command("set-success", help="Mark an instance successful without running it; --resume also runs "
+                                     "what it was blocking (set success and resume scheduling).")
     def set_success(instance: Annotated[str, typer.Argument(help="BACKFILL/TABLE/DS")],
-                    project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+                    resume: Annotated[bool, typer.Option("--resume", help="and run what it was blocking")] = False,
+                    lock_timeout: LockOpt = 0.0, project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+        from ..run.apply import run_again
+
         with user_errors(as_json):
             ops = _ops(project)
             done = ops.set_success(instance)
-        if as_json:
-            emit_json({"ok": True, "instances": done})
-        else:
-            typer.echo(f"{instance}: success (set by operator). Run `backfill rerun {instance.split('/')[0]} "
-                       "--failed` for what it blocked.")
+            if not resume:
+                ops.ledger.close()
+                if as_json:
+                    emit_json({"ok": True, "instances": done})
+                else:
+                    typer.echo(f"{instance}: success (set by operator). Run `backfill rerun {instance.split('/')[0]} "
+                               "--failed` for what it blocked.")
+                return
+            name, ids = ops.to_release(instance)
+            ops.ledger.close()
+            if not ids:
+                if as_json:
+                    emit_json({"ok": True, "instances": done, "ran": []})
+                else:
+                    typer.echo(f"{instance}: success (set by operator); it was blocking nothing")
+                return
+            if not as_json:
+                typer.echo(f"{instance}: success (set by operator); running the {len(ids)} instance(s) "
+                           "it was blocking")
+            report = run_again(ops.root, name, ids, lock_timeout, say=lambda m: typer.echo(m, err=True))
+        _report_run(report, as_json)
 
     def _flagging(verb: str, target: str, project: ProjectOpt, as_json: bool) -> None:
         with user_errors(as_json):
@@ -127,22 +147,25 @@ def register(app: typer.Typer) -> None:
               project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         _flagging("pause", target, project, as_json)
 
-    @app.command("resume", help="Release paused instances and run them and what they blocked.")
+    @app.command("resume", help="Release paused and skipped instances and run them and what they blocked.")
     def resume(target: Annotated[str, typer.Argument(help="BACKFILL or BACKFILL/TABLE/DS")],
                lock_timeout: LockOpt = 0.0, project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         from ..run.apply import run_again
 
         with user_errors(as_json):
             ops = _ops(project)
-            name, ids = ops.to_resume(target)
+            name, ids, cleared = ops.to_resume(target)
             running = ops.apply_running()
             ops.ledger.close()
-            if not ids:
-                if not as_json:
-                    typer.echo(f"resumed {target}" + ("; the running apply starts it when reached" if running else ""))
+            if not ids:  # only held flags of instances a running apply has not reached yet
+                if as_json:
+                    emit_json({"ok": True, "released": cleared, "ran": [], "apply_running": running})
                 else:
-                    emit_json({"ok": True, "ran": []})
+                    typer.echo(f"resumed {target}" + ("; the running apply starts it when reached" if running
+                                                      else f": {cleared} instance(s) no longer held"))
                 return
+            if not as_json:
+                typer.echo(f"resuming {len(ids)} instance(s) of {name}")
             report = run_again(ops.root, name, ids, lock_timeout, say=lambda m: typer.echo(m, err=True))
         _report_run(report, as_json)
 

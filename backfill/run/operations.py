@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..state.ledger import FINISHED, InstanceRow, Ledger
 
-__all__ = ["rollup", "resolve", "downstream_ids", "Operations"]
+__all__ = ["rollup", "resolve", "downstream_ids", "released", "nothing_to_resume", "Operations"]
 
 BAD = ("failed", "paused", "blocked", "killed")
 
@@ -54,6 +54,50 @@ def downstream_ids(rows: list[InstanceRow], start: Iterable[str]) -> list[str]:
                 seen.append(c)
         i += 1
     return seen
+
+
+def released(rows: list[InstanceRow], roots: Iterable[str], run_roots: bool) -> list[str]:
+    """What runs when `roots` are released: the roots themselves (`run_roots`) and the `blocked`
+    instances behind them (their downstream, the later dates of their group), less any that still has
+    an upstream or an earlier date of its group outside this set that did not succeed."""
+    by_id = {r.id: r for r in rows}
+    root_ids = [i for i in dict.fromkeys(roots) if i in by_id]
+    starts = [by_id[i] for i in root_ids]
+    first_of: dict[int, int] = {}
+    for p in starts:
+        first_of[p.group] = min(first_of.get(p.group, p.position), p.position)
+    later = [r.id for r in rows if r.status == "blocked" and r.group in first_of and r.position > first_of[r.group]]
+    chosen = [i for i in downstream_ids(rows, [*root_ids, *later])
+              if by_id[i].status == "blocked" or (run_roots and i in root_ids)]
+    keep = set(chosen)
+    while True:  # an upstream or earlier date left out that did not succeed still blocks: leave those alone
+        stuck: dict[int, int] = {}  # group -> first position holding an instance that neither runs nor succeeded
+        for r in rows:
+            if r.id not in keep and r.status not in ("success", "dry_run"):
+                stuck[r.group] = min(stuck.get(r.group, r.position), r.position)
+        drop = {i for i in keep if by_id[i].position > stuck.get(by_id[i].group, by_id[i].position)
+                or any(u not in keep and (u in by_id and by_id[u].status not in ("success", "dry_run"))
+                       for u in by_id[i].upstream)}
+        if not drop:
+            return [i for i in chosen if i in keep]
+        keep -= drop
+
+
+def nothing_to_resume(target: str, rows: list[InstanceRow]) -> str:
+    """Why `resume` has nothing to do, in one line."""
+    if "/" in target:
+        r = rows[0]
+        hint = f"; `backfill why {r.id}` tells why" if r.status in BAD else ""
+        return f"nothing to resume: {r.id} is {r.status}, neither paused, skipped nor held{hint}"
+    bad = sum(r.status in BAD for r in rows)
+    active = sum(r.status not in FINISHED for r in rows)
+    if bad:
+        why = f"{bad} failed, blocked or killed instance(s) run again with `backfill rerun {target} --failed`"
+    elif active:
+        why = f"{active} instance(s) still pending, waiting or running"
+    else:
+        why = f"all {len(rows)} instance(s) succeeded"
+    return f"nothing to resume in '{target}': no instance is paused, skipped or held; {why}"
 
 
 class Operations:
@@ -102,32 +146,29 @@ class Operations:
             self.ledger.set_flags(todo, status="paused", error="paused by an operator; `backfill resume` runs it")
         return todo
 
-    def to_resume(self, target: str) -> tuple[str, list[str]]:
-        """Clear the operator pause; return what must run again: what an operator paused and what that
-        blocked (its downstream, the later dates of its group), never what a failure, a kill or a
-        skipped instance blocks (`rerun --failed` is for those)."""
+    def to_resume(self, target: str) -> tuple[str, list[str], int]:
+        """Release what is held: clear operator pauses and take skipped instances out of skip (skipping
+        is holding). Returns (backfill, what must run now, how many held flags were cleared): the paused
+        instances (skipped or paused by an operator) and what they blocked (their downstream, the later
+        dates of their group), never what a failure or a kill blocks (`rerun --failed` is for those)."""
         name, rows = resolve(self.ledger, target)
         held = [r.id for r in rows if r.held]
-        self.ledger.set_flags(held or [r.id for r in rows], held=False)
-        all_rows = self.ledger.instances(backfill=name)
-        paused = [r for r in rows if r.status == "paused" and r.mode != "skip"]
+        paused = [r.id for r in rows if r.status == "paused"]
+        if not held and not paused:
+            raise UserError(nothing_to_resume(target, rows))
+        self.ledger.set_flags(held, held=False)
         if not paused:
-            return name, []
-        by_id = {r.id: r for r in all_rows}
-        later = [r.id for r in all_rows if r.status == "blocked"
-                 and any(r.group == p.group and r.position > p.position for p in paused)]
-        chosen = [i for i in downstream_ids(all_rows, [*(p.id for p in paused), *later])
-                  if by_id[i].status in ("paused", "blocked")]
-        keep = set(chosen)
-        changed = True
-        while changed:  # an upstream left out that did not succeed still blocks: leave those alone
-            changed = False
-            for i in list(keep):
-                ups = (by_id.get(u) for u in by_id[i].upstream if u not in keep)
-                if any(u is not None and u.status not in ("success", "dry_run") for u in ups):
-                    keep.discard(i)
-                    changed = True
-        return name, [i for i in chosen if i in keep]
+            return name, [], len(held)
+        all_rows = self.ledger.instances(backfill=name)
+        chosen = released(all_rows, paused, run_roots=True)
+        skipped = {r.id for r in all_rows if r.mode == "skip"}
+        self.ledger.set_flags([i for i in chosen if i in skipped], mode="run")
+        return name, chosen, len(held)
+
+    def to_release(self, instance: str) -> tuple[str, list[str]]:
+        """What an instance (now successful) was blocking and may run: `set-success --resume`."""
+        name, _ = resolve(self.ledger, instance)
+        return name, released(self.ledger.instances(backfill=name), [instance], run_roots=False)
 
     def to_rerun(self, target: str, failed_only: bool, instances: list[str], downstream: bool
                  ) -> tuple[str, list[str]]:
