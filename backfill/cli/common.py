@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,48 @@ def project_root(given: Path | None) -> Path:
     from ..spec.loader import find_project_root
 
     return find_project_root(given)
+
+
+class LibraryLog(logging.Handler):
+    """Where the libraries' log records and Python warnings go instead of the terminal: the last few
+    are kept in memory, and appended to the file BACKFILL_LIBRARY_LOG names, if set. Our own output is
+    the `error:` line and the command's report; sqlglot's "contains unsupported syntax", Prefect's,
+    SQLAlchemy's or DuckDB's warnings never come before it."""
+
+    def __init__(self, keep: int = 200) -> None:
+        super().__init__(logging.WARNING)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.keep = keep
+        self.records: list[str] = []
+        self.path = os.environ.get("BACKFILL_LIBRARY_LOG") or None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            self.records = [*self.records[-(self.keep - 1):], line]
+            if self.path:
+                with open(self.path, "a", encoding="utf-8") as log:
+                    log.write(line + "\n")
+        except Exception:  # noqa: BLE001 - a log line must never break the command
+            pass
+
+
+def capture_library_output() -> LibraryLog:
+    """Route library logging and Python warnings away from the terminal, for this process.
+
+    Prefect configures its logging when imported: it keeps the root logger's handler (ours), and its
+    own console handlers are raised to CRITICAL through its documented environment overrides."""
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if isinstance(h, LibraryLog)), None)
+    if handler is None:
+        handler = LibraryLog()
+        root.addHandler(handler)
+    if root.level > logging.WARNING or root.level == logging.NOTSET:
+        root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    for name in ("CONSOLE", "DEBUG"):
+        os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{name}_LEVEL", "CRITICAL")
+    return handler
 
 
 def emit_json(payload: Any) -> None:

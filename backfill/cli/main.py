@@ -39,6 +39,9 @@ def _register_optional() -> None:
 def run() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    from .common import capture_library_output
+
+    capture_library_output()
     _register_optional()
     code: int | str | None = 0
     try:

@@ -21,6 +21,7 @@ from .model import (
     Target,
     Template,
 )
+from .reserved import ledger_shares_warehouse, reserved_name_errors
 from .schema_check import check_schema
 from .yamlpos import Located, load_yaml_file
 
@@ -66,6 +67,7 @@ class _Loader:
         self.errors: list[SpecError] = []
         self.broken: set[str] = set()  # names of specs that failed: no follow-on errors about them
         self.name_at: dict[str, tuple[int, int]] = {}  # spec file -> where its `name` value stands
+        self.ledger_shared = False  # the ledger's tables live in the warehouse's schema (reserved.py)
 
     def read(self, path: Path, kind: str) -> Located | None:
         doc = load_yaml_file(path, _rel(self.root, path))
@@ -117,6 +119,11 @@ class _Loader:
             return None
         v, file = doc.value, doc.file
         self.name_at[file] = doc.where(("name",))
+        reserved = reserved_name_errors(doc, self.ledger_shared)
+        if reserved:
+            self.errors.extend(reserved)
+            self.broken.update((path.stem, v["name"]))
+            return None
         ok = True
         if "sql" in v:
             sql_path = (path.parent / v["sql"]).resolve()
@@ -288,6 +295,8 @@ def load_project(root: str | Path) -> Project:
     root = Path(root)
     loader = _Loader(root)
     settings = loader.project_settings()
+    if settings is not None:
+        loader.ledger_shared = ledger_shares_warehouse(settings["engine"], settings["state"])
     tables: dict[str, Table] = {}
     for path in _spec_files(root, "tables"):
         table = loader.table(path)

@@ -15,6 +15,7 @@ import jinja2
 
 from ..errors import SpecError, snippet
 from ..spec.model import Table, Template
+from ..spec.reserved import template_name_problem
 from . import dataphin
 from .context import RenderContext, add_hours, add_months, date_format, ds_add, fmt_date
 from .datefill import Filled, Slots, SymbolicDate, is_date_linear
@@ -103,6 +104,7 @@ class CompiledTemplate:
             raise self._failure_at(exc.offset, exc.message) from None
         for p in dataphin.find_params(src):
             self._sched_cache[p.text] = p
+        self._refuse_internal_names(src)
         try:
             self._jinja = ENV.from_string(converted)
             self._globals = dict(self._jinja.globals)
@@ -110,6 +112,19 @@ class CompiledTemplate:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateFailure(f"template syntax: {exc.message}", exc.lineno, 1) from None
         self._fast: dict[int, _FastPath] = {}
+
+    def _refuse_internal_names(self, src: str) -> None:
+        """A name of the tool's internal helpers (`__sched`, ...) used by the template itself."""
+        try:
+            names = ENV.parse(src).find_all(jinja2.nodes.Name)
+        except jinja2.TemplateSyntaxError:
+            return  # reported with its position when the converted template is compiled
+        for node in names:
+            problem = template_name_problem(node.name)
+            if problem:
+                lines = src.splitlines()
+                text = lines[node.lineno - 1] if 1 <= node.lineno <= len(lines) else ""
+                raise TemplateFailure(problem, node.lineno, text.find(node.name) + 1 if node.name in text else 1)
 
     def _failure_at(self, offset: int, message: str) -> TemplateFailure:
         src = self.template.source

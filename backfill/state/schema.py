@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from ..errors import UserError
 
@@ -166,46 +166,68 @@ def connect(url: str, schema: str | None = None) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
-    if schema and url.startswith("postgresql"):
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-    ensure_schema(engine)
+    ensure_schema(engine, schema)
     return engine
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Create the tables, check the version, migrate an older ledger.
+def ensure_schema(engine: Engine, schema: str | None = None) -> None:
+    """Create the tables, check the version, migrate an older ledger: once, also when several
+    processes open a fresh ledger at the same moment.
+
+    On PostgreSQL every step runs in one transaction holding an advisory lock keyed by the schema
+    (concurrent `CREATE TABLE IF NOT EXISTS` race on the catalog); on SQLite in one `BEGIN IMMEDIATE`
+    transaction (the database's write lock).
 
     Migration is additive: every column of the tables above that an existing ledger lacks is added,
     nullable (NULL = unknown for rows written before). A new nullable column or a new table needs no
     migration code; a change of meaning needs a new SCHEMA_VERSION."""
-    with engine.begin() as conn:
+    with engine.connect() as conn:
+        if _is_current(conn):  # the usual case, and a read-only ledger stays readable
+            return
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.begin()
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                         {"key": f"backfill ledger schema {schema or ''}"})
+            if schema:
+                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         meta.create_all(conn, checkfirst=True)
         found = conn.execute(sa.select(T_META.c.value).where(T_META.c.key == "schema_version")).scalar()
         if found is None:
             conn.execute(T_META.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
         elif int(found) > SCHEMA_VERSION:
+            conn.rollback()
             raise UserError(f"the ledger has schema version {found}, newer than this backfill "
                             f"({SCHEMA_VERSION}); upgrade backfill")
-    _add_missing_columns(engine)
-    if found is not None and int(found) < SCHEMA_VERSION:
-        with engine.begin() as conn:
+        _add_missing_columns(conn)
+        if found is not None and int(found) < SCHEMA_VERSION:
             conn.execute(T_META.update().where(T_META.c.key == "schema_version", T_META.c.value == found)
                          .values(value=str(SCHEMA_VERSION)))
+        conn.commit()
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    with engine.connect() as conn:
-        inspector = sa.inspect(conn)
-        missing = [(table, column) for table in meta.sorted_tables
-                   for have in [{c["name"] for c in inspector.get_columns(table.name)}]
-                   for column in table.columns if column.name not in have]
-    for table, column in missing:
-        kind = column.type.compile(dialect=engine.dialect)
-        try:
-            with engine.begin() as conn:
-                conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-        except sa.exc.DBAPIError:  # another process added it first
-            with engine.connect() as conn:
-                if column.name not in {c["name"] for c in sa.inspect(conn).get_columns(table.name)}:
-                    raise
+def _is_current(conn: Connection) -> bool:
+    """Every table and column is there and the version is this one's (reads only)."""
+    inspector = sa.inspect(conn)
+    if set(meta.tables) - set(inspector.get_table_names()) or _missing_columns(conn):
+        return False
+    found = conn.execute(sa.select(T_META.c.value).where(T_META.c.key == "schema_version")).scalar()
+    conn.rollback()
+    return found is not None and int(found) == SCHEMA_VERSION
+
+
+def _missing_columns(conn: Connection) -> list[tuple[sa.Table, sa.Column[Any]]]:
+    inspector = sa.inspect(conn)
+    have = set(inspector.get_table_names())
+    return [(table, column) for table in meta.sorted_tables if table.name in have
+            for names in [{c["name"] for c in inspector.get_columns(table.name)}]
+            for column in table.columns if column.name not in names]
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    for table, column in _missing_columns(conn):
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))

@@ -1,0 +1,141 @@
+"""Faults around an apply: reserved names, library warnings, concurrent first applies on a fresh
+PostgreSQL ledger, signals, a read-only ledger, a full disk, a dropped ledger connection.
+
+Each fault is injected from outside the product (a signal, a file mode, a file-size limit, a backend
+terminated by the server), triggered by what the ledger says. After each, one more `apply` must end
+equal to the oracle, with exactly one committed write marker per instance.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import oracle
+import pytest
+from conftest import TUTORIAL_TABLES, warehouse_rows
+from conftest_pg import PgServer, pg_server  # noqa: F401 - the fixture
+from steering import dates
+
+from backfill.errors import SpecErrors
+from backfill.plan.workspace import open_ledger
+from backfill.run.apply import apply_project
+from backfill.spec.loader import load_project
+
+BACKFILL = str(Path(sys.executable).parent / "backfill")
+INTEGRATION = [date(2026, 6, 25) + timedelta(days=i) for i in range(8)]  # 2026-06-25 .. 2026-07-02
+LOGICAL = [date(2026, 7, 1), date(2026, 7, 2)]
+INSTANCES = 3 * len(INTEGRATION) + 4 * len(LOGICAL)
+
+
+@pytest.fixture()
+def small(tutorial: Path) -> Path:
+    """The tutorial narrowed to 40 instances (the 7-day window of dws_all still fully loaded)."""
+    dates(tutorial, "integration", INTEGRATION[0].isoformat(), INTEGRATION[-1].isoformat())
+    dates(tutorial, "logical_tables", LOGICAL[0].isoformat(), LOGICAL[-1].isoformat())
+    return tutorial
+
+
+def use_postgres_ledger(project: Path, pg: PgServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The project's ledger in a fresh PostgreSQL schema (the warehouse stays DuckDB); its name."""
+    schema = pg.new_schema()
+    monkeypatch.setenv("BF_TEST_STATE_URL", pg.url)
+    spec = project / "project.yaml"
+    text = spec.read_text()
+    assert "state: .backfill/state.db" in text
+    ledger = f"state: {{url_env: BF_TEST_STATE_URL, schema: {schema}}}"
+    spec.write_text(text.replace("state: .backfill/state.db", ledger))
+    return schema
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BACKFILL, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def our_lines_only(stderr: str) -> None:
+    """Nothing but the tool's own lines on stderr: no traceback, no library warning."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in stderr, stderr
+    assert all(ln.startswith(("error:", "note:", "waiting for", "recovered")) for ln in lines), stderr
+
+
+def assert_exactly_once(project: Path) -> None:
+    """Warehouse equal to the oracle, one committed write marker per instance, the ledger all success
+    with one partition record each and no lock left."""
+    loaded = set(INTEGRATION)
+    for table in TUTORIAL_TABLES:
+        for ds in (INTEGRATION if table.startswith("ods_") else LOGICAL):
+            assert warehouse_rows(project, table, ds.isoformat()) == oracle.expected(project, table, ds, loaded), \
+                (table, ds)
+    con = duckdb.connect(str(project / ".backfill" / "warehouse.duckdb"), read_only=True)
+    try:
+        writes = con.execute("SELECT instance_id, count(*) FROM _backfill_writes GROUP BY 1").fetchall()
+    finally:
+        con.close()
+    assert len(writes) == INSTANCES
+    assert all(n == 1 for _, n in writes), [w for w in writes if w[1] != 1]
+    ledger = open_ledger(load_project(project))
+    try:
+        statuses = [r.status for r in ledger.instances()]
+        assert statuses == ["success"] * INSTANCES, sorted(set(statuses))
+        assert ledger.lock_holder() is None
+        assert len(ledger.partition_states()) == INSTANCES
+    finally:
+        ledger.close()
+
+
+def apply_again(project: Path) -> None:
+    report = apply_project(project, say=lambda m: None)
+    assert report.ok, report.backfills
+    assert_exactly_once(project)
+
+
+# ------------------------------------------------------------------ reserved names, library warnings
+
+def test_ledger_tables_are_reserved_where_the_ledger_shares_the_warehouse(small: Path) -> None:
+    (small / "tables" / "extra.yaml").write_text(
+        "name: bf_instances\nkind: fact\nfields:\n  - {name: id, type: BIGINT}\nsql_inline: SELECT 1 AS id\n")
+    load_project(small)  # a SQLite ledger: `bf_instances` is a name like any other
+    spec = small / "project.yaml"
+    spec.write_text(spec.read_text()
+                    .replace("engine: {type: duckdb, path: .backfill/warehouse.duckdb}",
+                             "engine: {type: postgres, url_env: BF_WAREHOUSE}")
+                    .replace("state: .backfill/state.db", "state: {url_env: BF_WAREHOUSE}"))
+    with pytest.raises(SpecErrors) as caught:
+        load_project(small)
+    assert [e.one_line() for e in caught.value.errors] == [
+        "error: tables/extra.yaml:1:7: name: table name 'bf_instances' is reserved: the ledger shares the "
+        "warehouse's schema and keeps its 'bf_*' tables there; rename the table, or give the ledger its own "
+        "schema (state.schema)"]
+
+
+def test_library_warnings_never_come_before_the_error_line(small: Path) -> None:
+    for template in ("LOAD httpfs;\nSELECT 1 AS product_id\n", "LOAD httpfs\n"):
+        (small / "sql" / "dim_products.sql").write_text(template)
+        done = run_cli("validate", "--project", str(small))
+        assert done.returncode == 1
+        assert done.stderr.startswith("error: sql/dim_products.sql:1:"), done.stderr  # ours, first
+        assert "unsupported syntax" not in done.stderr + done.stdout
+        assert "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------ a fresh PostgreSQL ledger, four applies at once
+
+def test_four_simultaneous_first_applies_on_a_fresh_postgresql_ledger(
+        small: Path, pg_server: PgServer, prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    use_postgres_ledger(small, pg_server, monkeypatch)
+    procs = [subprocess.Popen([BACKFILL, "apply", "--yes", "--project", str(small)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    for code, _out, err in results:
+        assert code in (0, 1), err
+        our_lines_only(err)
+        if code == 1:
+            assert "another apply holds the ledger lock" in err or "did not succeed" not in err, err
+    assert any(code == 0 for code, _o, _e in results), results
+    apply_again(small)
