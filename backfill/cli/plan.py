@@ -32,11 +32,15 @@ def register(app: typer.Typer) -> None:
             result = build_plans(root, backfills or None)
             if out is not None:
                 result.save(out)
+        proj = result.validated.project
+        allowed = list(proj.allow_functions)
+        note = (f"functions allowed beyond the {proj.engine.dialect} allow-list (allow_functions in "
+                f"project.yaml): {', '.join(allowed)}\n") if allowed else ""
         if fmt == "json":
-            typer.echo(plan_to_json(result.plans), nl=False)
+            typer.echo(plan_to_json(result.plans, {"allow_functions": allowed} if allowed else None), nl=False)
         elif fmt == "markdown":
-            typer.echo(plan_to_markdown(result.plans), nl=False)
+            typer.echo((f"> {note}\n" if note else "") + plan_to_markdown(result.plans), nl=False)
         else:
-            typer.echo(plan_to_text(result.plans, verbose), nl=False)
+            typer.echo(note + plan_to_text(result.plans, verbose), nl=False)
         if out is not None and fmt != "json":
             typer.echo(f"saved plan to {out}; run `backfill apply {out}` to execute exactly this plan")

@@ -110,6 +110,9 @@ class _Loader:
             "name": v["name"], "dialect": v.get("dialect", "duckdb"), "engine": engine, "state": state,
             "max_parallel": v.get("max_parallel", 4), "retries": _retries(v.get("retries")) or Retries(),
             "params": v.get("params") or {},
+            "sources": tuple(str(s).rstrip("/") for s in v.get("sources", ["data"])),
+            "allow_functions": tuple(str(f).lower() for f in v.get("allow_functions", [])),
+            "timeout": float(v.get("timeout", 3600)),
         }
 
     # ---- tables/*.yaml
@@ -173,6 +176,7 @@ class _Loader:
             primary_key=tuple(v.get("primary_key", [])),
             depends_on=tuple(v["depends_on"]) if "depends_on" in v else None,
             description=v.get("description", ""),
+            timeout=float(v["timeout"]) if "timeout" in v else None,
             positions={key: doc.where((key,)) for key in v},
         )
 

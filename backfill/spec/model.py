@@ -57,6 +57,7 @@ class Table:
     primary_key: tuple[str, ...] = ()
     depends_on: tuple[str, ...] | None = None
     description: str = ""
+    timeout: float | None = None  # seconds one instance's SQL may run (None: the project's default)
     # where each top-level key's value stands in the spec file (line, col), for error locations
     positions: Mapping[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -157,6 +158,9 @@ class Project:
     max_parallel: int = 4
     retries: Retries = Retries()
     params: Mapping[str, Any] = field(default_factory=dict)
+    sources: tuple[str, ...] = ("data",)  # folders whose files templates may read through source()
+    allow_functions: tuple[str, ...] = ()  # SQL functions allowed beyond the dialect's allow-list
+    timeout: float = 3600.0  # default seconds one instance's SQL may run
 
     def backfill_by_name(self, name: str) -> Backfill | None:
         for b in self.backfills.values():

@@ -21,6 +21,7 @@ import sqlglot
 from ..errors import SpecError, snippet
 from ..spec.model import Project, Table
 from .fields import field_signatures, linked_fields, prune_projection
+from .functions import source_path_problem
 from .sqlcheck import ShapeCheck, SqlProblem, check_sql, partition_type
 from .templates import (
     CompiledTemplate,
@@ -113,11 +114,26 @@ class ProjectCompiler:
         return name
 
     def source_ref(self, path: str) -> str:
-        if path.startswith("/") or ".." in path.split("/") or "\\" in path:
+        problem = source_path_problem(path, self.project.sources) or self._escapes(path)
+        if problem is not None:
             from jinja2 import TemplateRuntimeError
 
-            raise TemplateRuntimeError(f"source('{path}'): give a path inside the project folder")
+            raise TemplateRuntimeError(f"source('{path}'): {problem}")
         return quote_literal(path)
+
+    def _escapes(self, path: str) -> str | None:
+        """Why an existing source path leads out of its folder through a link, or None."""
+        if any(c in path for c in "*?[{"):
+            return None
+        root = self.project.root
+        try:
+            real = (root / path).resolve()
+            folders = [(root / s).resolve() for s in self.project.sources]
+        except (OSError, RuntimeError):
+            return f"'{path}' cannot be resolved (a symbolic link loop?); give a regular file"
+        if not any(real == f or real.is_relative_to(f) for f in folders):
+            return f"'{path}' leads out of the source folders through a symbolic link; give a regular file"
+        return None
 
     # --- per instance
     def render(self, table: Table, ts: datetime, params: Mapping[str, Any]) -> Rendered:
@@ -129,7 +145,7 @@ class ProjectCompiler:
         found = self._checks.get(key)
         if found is None:
             found = check_sql(rendered.sql, table, self.project.tables, self.project.dialect,
-                              self.target_dialect(table))
+                              self.target_dialect(table), self.project.allow_functions, self.project.sources)
             self._checks[key] = found
         return found
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.tokens import TokenType
 
 from ..spec.model import Table
+from .functions import function_problems
 
 __all__ = ["ShapeCheck", "SqlProblem", "check_sql", "partition_type"]
 
@@ -76,6 +77,8 @@ def check_sql(
     tables: Mapping[str, Table],
     dialect: str,
     engine_dialect: str,
+    allow_functions: Iterable[str] = (),
+    sources: Iterable[str] = ("data",),
 ) -> ShapeCheck:
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
@@ -103,7 +106,9 @@ def check_sql(
         return ShapeCheck((SqlProblem(
             f"the template must be a single SELECT, found {_statement_kind(tree)}", 1, 1),))
 
-    problems: list[SqlProblem] = []
+    problems: list[SqlProblem] = [
+        SqlProblem(f.message, 1, 1, f.name)
+        for f in function_problems(tree, engine_dialect, allow_functions, sources)]
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     reads: list[str] = []
     table_functions = False

@@ -16,7 +16,8 @@ def open_engine(project: Project, read_only: bool = False) -> Engine:
     if cfg.type == "duckdb":
         from .duckdb_engine import DuckDBEngine
 
-        return DuckDBEngine(cfg.path, project.root, read_only=read_only, threads=cfg.threads)
+        return DuckDBEngine(cfg.path, project.root, read_only=read_only, threads=cfg.threads,
+                            sources=project.sources, timeout=project.timeout)
     if cfg.type == "postgres":
         from .postgres_engine import PostgresEngine
 
@@ -29,5 +30,5 @@ def open_engine(project: Project, read_only: bool = False) -> Engine:
         if not url.startswith(("postgresql://", "postgres://", "postgresql+", "postgres+")):
             raise EngineError(f"environment variable {cfg.url_env} must hold a postgresql:// URL")
         return PostgresEngine(url, cfg.schema, project.root, pool_size=max(1, project.max_parallel) + 1,
-                              read_only=read_only)
+                              read_only=read_only, sources=project.sources, timeout=project.timeout)
     raise EngineError(f"unknown engine type '{cfg.type}'")

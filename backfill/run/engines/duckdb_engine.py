@@ -1,4 +1,7 @@
-"""The embedded DuckDB warehouse: one database file under the project, one cursor per write."""
+"""The embedded DuckDB warehouse: one database file under the project, one cursor per write.
+
+The connection runs template SQL locked down (see lockdown.py): only the project's source folders
+are readable, no extension loads, the configuration is locked, and each write has a time limit."""
 
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from .base import (
     selected_columns,
     write_error,
 )
+from .lockdown import DUCKDB_CONFIG, lock_down_duckdb, time_limit
 
 __all__ = ["DuckDBEngine", "CONFLICT_RETRIES"]
 
@@ -55,10 +59,12 @@ class DuckDBEngine:
     dialect = "duckdb"
 
     def __init__(self, path: str | Path, root: str | Path, *, read_only: bool = False,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, sources: Sequence[str] = ("data",),
+                 timeout: float | None = None) -> None:
         self.root = Path(root).resolve()
         self.read_only = read_only
-        config: dict[str, Any] = {}
+        self.timeout = timeout  # seconds per write when the table does not say
+        config: dict[str, Any] = dict(DUCKDB_CONFIG)
         if threads:
             config["threads"] = int(threads)
         target = str(path)
@@ -74,6 +80,7 @@ class DuckDBEngine:
         self.path = target
         try:
             self._con = duckdb.connect(target, read_only=read_only, config=config)
+            lock_down_duckdb(self._con, self.root, sources)
         except duckdb.Error as exc:
             raise EngineError(f"cannot open the DuckDB warehouse {target}: {one_line(exc)}") from exc
         self._ddl_lock = threading.Lock()
@@ -85,10 +92,7 @@ class DuckDBEngine:
     # ------------------------------------------------------------------ plumbing
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
-        cur = self._con.cursor()
-        root = str(self.root).replace("'", "''")
-        cur.execute(f"SET file_search_path = '{root}'")
-        return cur
+        return self._con.cursor()  # file_search_path and the lockdown are the connection's, global
 
     def _write_cursor(self) -> duckdb.DuckDBPyConnection:
         """One cursor per writing thread, kept: a fresh cursor and its settings cost ~0.3 ms per write."""
@@ -165,10 +169,18 @@ class DuckDBEngine:
                 raise WriteCancelled(f"{req.instance_id}: cancelled")
             return cur.execute(sql, list(params)).fetchall()
 
+        seconds = req.table.timeout or self.timeout
         try:
             run("BEGIN TRANSACTION")
             try:
-                rows = self._statements(req, value, run)
+                with time_limit(seconds, cur.interrupt) as limit:
+                    try:
+                        rows = self._statements(req, value, run)
+                    except duckdb.Error as exc:
+                        if limit.expired and not token.cancelled:
+                            raise EngineError(f"writing {req.table.name} partition {req.ds} failed: "
+                                              + limit.message(req.table.name)) from exc
+                        raise
                 run(f"INSERT INTO {qident(MARKER_TABLE)} VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [req.attempt_id, req.instance_id, req.table.name, req.ds, req.fingerprint, rows,
                      datetime.now(UTC).replace(tzinfo=None)])

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import psycopg
-from psycopg import pq
 
 from ...spec.model import Table
 from ...sql.sqlcheck import partition_type
@@ -39,6 +37,8 @@ from .base import (
     selected_columns,
     write_error,
 )
+from .lockdown import DUCKDB_CONFIG, TimeLimit, lock_down_duckdb, time_limit
+from .pg_pool import Pool
 
 __all__ = ["PostgresEngine", "pg_type"]
 
@@ -60,52 +60,6 @@ def pg_type(declared: str) -> str:
     return _PG_TYPES.get(m.group(1).upper(), declared)
 
 
-class _Pool:
-    """At most `size` connections, handed to one thread at a time."""
-
-    def __init__(self, connect: Callable[[], Conn], size: int) -> None:
-        self._connect, self._size = connect, max(1, size)
-        self._idle: list[Conn] = []
-        self._count = 0
-        self._cond = threading.Condition()
-
-    @contextmanager
-    def connection(self) -> Iterator[Conn]:
-        with self._cond:
-            while not self._idle and self._count >= self._size:
-                self._cond.wait()
-            conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                self._count += 1
-        if conn is None:
-            try:
-                conn = self._connect()
-            except BaseException:
-                with self._cond:
-                    self._count -= 1
-                    self._cond.notify()
-                raise
-        try:
-            yield conn
-        finally:
-            healthy = not conn.broken and conn.info.transaction_status == pq.TransactionStatus.IDLE
-            if not healthy:
-                conn.close()
-            with self._cond:
-                if healthy:
-                    self._idle.append(conn)
-                else:
-                    self._count -= 1
-                self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            for conn in self._idle:
-                conn.close()
-            self._count -= len(self._idle)
-            self._idle.clear()
-
-
 def _cancel(conn: Conn) -> None:
     if hasattr(conn, "cancel_safe"):
         conn.cancel_safe(timeout=5.0)
@@ -117,10 +71,11 @@ class PostgresEngine:
     dialect = "postgres"
 
     def __init__(self, url: str, schema: str, root: str | Path, *, pool_size: int = 5,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, sources: Sequence[str] = ("data",), timeout: float | None = None) -> None:
         self.url = re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url)
         self.schema, self.root, self.read_only = schema, Path(root).resolve(), read_only
-        self._pool = _Pool(self._connect, pool_size)
+        self.sources, self.timeout = tuple(sources), timeout
+        self._pool = Pool(self._connect, pool_size, self._session)
         self._ddl_lock = threading.Lock()
         self._duck: duckdb.DuckDBPyConnection | None = None
         self._duck_lock = threading.Lock()
@@ -134,18 +89,29 @@ class PostgresEngine:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
             raise EngineError(f"cannot connect to PostgreSQL: {one_line(exc)}") from exc
+        self._session(conn)
+        return conn
+
+    def _session(self, conn: Conn) -> None:
+        """The engine's session settings, from scratch: whatever a statement changed is undone."""
+        conn.execute("RESET ALL")
         conn.execute(f"SET search_path TO {qident(self.schema)}")
         if self.read_only:
             conn.execute("SET default_transaction_read_only = on")
-        return conn
+
+    def _instance_settings(self, cur: psycopg.Cursor[Any], table: Table) -> None:
+        """First statements of an instance's transaction: its schema and its time limit."""
+        cur.execute(f"SET LOCAL search_path TO {qident(self.schema)}")
+        seconds = table.timeout or self.timeout
+        if seconds:
+            cur.execute(f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}")
 
     def _duck_cursor(self) -> duckdb.DuckDBPyConnection:
         with self._duck_lock:
             if self._duck is None:
-                self._duck = duckdb.connect(":memory:")
-            cur = self._duck.cursor()
-        cur.execute("SET file_search_path = '{}'".format(str(self.root).replace("'", "''")))
-        return cur
+                self._duck = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
+                lock_down_duckdb(self._duck, self.root, self.sources)
+            return self._duck.cursor()
 
     def _ddl(self, statements: Callable[[psycopg.Cursor[Any]], None]) -> None:
         with self._ddl_lock, self._pool.connection() as conn:
@@ -206,12 +172,17 @@ class PostgresEngine:
                 try:
                     if token.cancelled:
                         raise WriteCancelled(f"{req.instance_id}: cancelled")
+                    limit = TimeLimit(req.table.timeout or self.timeout)
                     if duck is not None:
-                        duck.execute(f"SELECT {qlist(columns, 'src.')} FROM ({select_body(req)}\n) AS src")
+                        with time_limit(limit, duck.interrupt):
+                            duck.execute(f"SELECT {qlist(columns, 'src.')} FROM ({select_body(req)}\n) AS src")
                     with conn.transaction(), conn.cursor() as cur:
+                        self._instance_settings(cur, req.table)
                         rows = self._statements(req, value, columns, cur, duck, token)
                         _check(token, req)
-                        cur.execute(f"INSERT INTO {qident(MARKER_TABLE)} VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                        # qualified: the template's SQL may have changed search_path for this transaction
+                        cur.execute(f"INSERT INTO {qident(self.schema)}.{qident(MARKER_TABLE)} "
+                                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                                     [req.attempt_id, req.instance_id, req.table.name, req.ds, req.fingerprint,
                                      rows, datetime.now(UTC).replace(tzinfo=None)])
                         _check(token, req)
@@ -219,6 +190,9 @@ class PostgresEngine:
                 except (psycopg.Error, duckdb.Error) as exc:
                     if token.cancelled:
                         raise WriteCancelled(f"{req.instance_id}: cancelled") from exc
+                    if limit.expired or isinstance(exc, psycopg.errors.QueryCanceled):
+                        raise EngineError(f"writing {req.table.name} partition {req.ds} failed: "
+                                          + limit.message(req.table.name)) from exc
                     raise write_error(req, exc) from exc
                 finally:
                     token.clear()
@@ -243,6 +217,7 @@ class PostgresEngine:
         if duck is None:
             run(f"CREATE TEMP TABLE {_TMP} ON COMMIT DROP AS SELECT {qlist(columns, 'src.')} "
                 f"FROM ({select_body(req)}\n) AS src")
+            run(f"SET LOCAL search_path TO {qident(self.schema)}")  # whatever the template's SQL set
         else:
             types = {f.name: pg_type(f.type) for f in req.table.fields}
             run(f"CREATE TEMP TABLE {_TMP} ({', '.join(f'{qident(c)} {types[c]}' for c in columns)}) "

@@ -1,0 +1,67 @@
+"""How engines run template SQL locked down: no files but the source folders, no settings, no
+extensions, and a time limit per instance."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DUCKDB_CONFIG", "TimeLimit", "lock_down_duckdb", "time_limit"]
+
+# given at connect: known extensions are never fetched nor loaded behind the tool's back
+DUCKDB_CONFIG: dict[str, Any] = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def lock_down_duckdb(con: Any, root: Path, sources: Iterable[str]) -> None:
+    """Make `con` read only files under the project's source folders, then lock its configuration.
+
+    Paths relative to the project resolve through `file_search_path`; DuckDB checks a path as it is
+    written, so each folder is allowed both relative (`data/`) and absolute (`/project/data/`)."""
+    folders = [s.strip("/") for s in sources]
+    allowed = [f"{f}/" for f in folders] + [f"{(root / f).resolve()}/" for f in folders]
+    con.execute(f"SET GLOBAL file_search_path = {_sql_text(str(root))}")
+    con.execute("SET GLOBAL allowed_directories = [" + ", ".join(_sql_text(a) for a in allowed) + "]")
+    con.execute("SET GLOBAL enable_external_access = false")
+    con.execute("SET GLOBAL lock_configuration = true")
+
+
+class TimeLimit:
+    """Set when an instance's time limit interrupted its SQL."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.expired = False
+
+    def message(self, table: str) -> str:
+        return (f"timed out after {self.seconds:g} s; raise `timeout` in tables/{table}.yaml "
+                "(or the project's default in project.yaml) if it needs longer")
+
+
+@contextmanager
+def time_limit(seconds: float | TimeLimit | None, interrupt: Callable[[], None]) -> Iterator[TimeLimit]:
+    """Call `interrupt` once `seconds` have passed inside the block (no limit when None)."""
+    limit = seconds if isinstance(seconds, TimeLimit) else TimeLimit(seconds)
+    if not limit.seconds:
+        yield limit
+        return
+
+    def expire() -> None:
+        limit.expired = True
+        with contextlib.suppress(Exception):  # an interrupt that fails leaves the statement to finish
+            interrupt()
+
+    timer = threading.Timer(limit.seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield limit
+    finally:
+        timer.cancel()
