@@ -33,8 +33,18 @@ FCT = ("SELECT\n    o.order_id,\n    o.customer_id,\n    o.amount,\n    {} AS ci
        "    ON c.customer_id = o.customer_id AND c.ds = DATE '{{{{ ds }}}}'\nWHERE o.ds = DATE '{{{{ ds }}}}'\n")
 NOT_ALLOWED = ("function '{}' is not allowed in templates (it is not on the {} allow-list); "
                "if it is harmless, add it to allow_functions in project.yaml")
+
+
+def refused(name: str, table: str = "ods_order", at: str = "2:6", dialect: str = "duckdb") -> str:
+    return f"sql/{table}.sql:{at}: " + NOT_ALLOWED.format(name, dialect) + f" (table {table}, 2026-07-01)"
 PG_PROJECT = ("name: shop\ndialect: postgres\nengine: {type: postgres, url_env: WAREHOUSE_URL}\n"
               "state: .backfill/state.db\nparams: {source_dir: data, region: north}\n")
+
+
+@pytest.fixture
+def pg(request: pytest.FixtureRequest) -> PgServer:
+    server: PgServer = request.getfixturevalue("pg_server")
+    return server
 
 
 @pytest.fixture(scope="module")
@@ -63,20 +73,20 @@ def errors_of(runner: CliRunner, root: Path, *args: str, command: str = "validat
 
 VALIDATE_PROBES = {
     "read_text": ({"sql/ods_order.sql": ODS.format("read_text('/etc/passwd')")},
-                  "sql/ods_order.sql:2:6: " + NOT_ALLOWED.format("read_text", "duckdb") + " (table ods_order, 2026-07-01)"),
+                  refused("read_text")),
     "read_csv_etc": ({"sql/ods_order.sql": ODS.format("read_csv('/etc/passwd', header = true)")},
                      "sql/ods_order.sql:2:6: read_csv may only read files under the project's source folders: "
                      "'/etc/passwd' is not a path inside the project; give a path under a source folder (data) "
                      "(table ods_order, 2026-07-01)"),
     "glob": ({"sql/ods_order.sql": ODS.format("glob('/etc/*')")},
-             "sql/ods_order.sql:2:6: " + NOT_ALLOWED.format("glob", "duckdb") + " (table ods_order, 2026-07-01)"),
+             refused("glob")),
     "read_blob": ({"sql/ods_order.sql": ODS.format("read_blob('~/*')")},
-                  "sql/ods_order.sql:2:6: " + NOT_ALLOWED.format("read_blob", "duckdb") + " (table ods_order, 2026-07-01)"),
+                  refused("read_blob")),
     "source_home": ({"sql/ods_order.sql": ODS.format("read_csv({{ source('~/.bashrc') }}, header = true)")},
                     "sql/ods_order.sql:2:15: template: source('~/.bashrc'): '~/.bashrc' is not a path inside the "
                     "project; give a path under a source folder (data) (table ods_order, 2026-07-01)"),
     "query_marker": ({"sql/ods_order.sql": ODS.format("query('SELECT * FROM _backfill_writes')")},
-                     "sql/ods_order.sql:2:6: " + NOT_ALLOWED.format("query", "duckdb") + " (table ods_order, 2026-07-01)"),
+                     refused("query")),
     "marker_table": ({"sql/ods_order.sql": ODS.format("_backfill_writes")},
                      "sql/ods_order.sql:2:6: unknown table '_backfill_writes': declare it in tables/ or fix the name "
                      "(table ods_order, 2026-07-01)"),
@@ -85,10 +95,9 @@ VALIDATE_PROBES = {
         "sql/fct_order.sql:5:5: " + NOT_ALLOWED.format("json_execute_serialized_sql", "duckdb")
         + " (table fct_order, 2026-07-01)"),
     "checkpoint": ({"sql/ods_order.sql": ODS.format("checkpoint()")},
-                   "sql/ods_order.sql:2:6: " + NOT_ALLOWED.format("checkpoint", "duckdb") + " (table ods_order, 2026-07-01)"),
+                   refused("checkpoint")),
     "duckdb_settings": ({"sql/ods_order.sql": ODS.format("duckdb_settings()")},
-                        "sql/ods_order.sql:2:6: " + NOT_ALLOWED.format("duckdb_settings", "duckdb")
-                        + " (table ods_order, 2026-07-01)"),
+                        refused("duckdb_settings")),
 }
 PG_FUNCTIONS = ["pg_read_file('/etc/passwd')", "pg_ls_dir('.')", "lo_export(1, '/tmp/x')", "dblink_exec('x', 'y')",
                 "pg_sleep(20)", "pg_advisory_lock(1)", "nextval('s')", "set_config('search_path', 'other', false)"]
@@ -195,14 +204,14 @@ def test_duckdb_instance_timeout(tmp_path: Path) -> None:
         engine.close()
 
 
-def test_postgres_session_changes_do_not_leak_into_later_instances(pg_server: PgServer, tmp_path: Path) -> None:
-    schema, other = pg_server.new_schema(), pg_server.new_schema()
-    pg_server.conn.execute(f'CREATE SCHEMA "{other}"')
-    pg_server.conn.execute(f'CREATE TABLE "{other}"."t" (id BIGINT, a VARCHAR, ds DATE)')
-    pg_server.conn.execute(f'CREATE TABLE "{other}"."_backfill_writes" (attempt_id VARCHAR, '
+def test_postgres_session_changes_do_not_leak_into_later_instances(pg: PgServer, tmp_path: Path) -> None:
+    schema, other = pg.new_schema(), pg.new_schema()
+    pg.conn.execute(f'CREATE SCHEMA "{other}"')
+    pg.conn.execute(f'CREATE TABLE "{other}"."t" (id BIGINT, a VARCHAR, ds DATE)')
+    pg.conn.execute(f'CREATE TABLE "{other}"."_backfill_writes" (attempt_id VARCHAR, '
                            'instance_id VARCHAR, table_name VARCHAR, ds VARCHAR, fingerprint VARCHAR, '
                            '"rows" BIGINT, written_at TIMESTAMP)')
-    engine = PostgresEngine(pg_server.url, schema, tmp_path, pool_size=1)
+    engine = PostgresEngine(pg.url, schema, tmp_path, pool_size=1)
     try:
         engine.ensure_tables([t := _table()])
         leak = f"SELECT 1 AS id, set_config('search_path', '{other}', false) AS a"
@@ -211,16 +220,16 @@ def test_postgres_session_changes_do_not_leak_into_later_instances(pg_server: Pg
         for n, ds in enumerate(("2026-07-02", "2026-07-03")):
             assert engine.write_partition(_req(t, "SELECT 2 AS id, 'b' AS a", ds=ds, attempt=f"b{n}")) == 1
         assert engine.query('SELECT count(*) FROM "t"') == [(3,)]
-        assert pg_server.conn.execute(f'SELECT count(*) FROM "{other}"."t"').fetchall() == [(0,)]
-        assert pg_server.conn.execute(f'SELECT count(*) FROM "{other}"."_backfill_writes"').fetchall() == [(0,)]
+        assert pg.conn.execute(f'SELECT count(*) FROM "{other}"."t"').fetchall() == [(0,)]
+        assert pg.conn.execute(f'SELECT count(*) FROM "{other}"."_backfill_writes"').fetchall() == [(0,)]
         assert engine.committed_attempt("a1") == 1
         assert engine.query("SELECT current_setting('search_path')") == [(schema,)]
     finally:
         engine.close()
 
 
-def test_postgres_instance_timeout(pg_server: PgServer, tmp_path: Path) -> None:
-    engine = PostgresEngine(pg_server.url, pg_server.new_schema(), tmp_path, pool_size=1)
+def test_postgres_instance_timeout(pg: PgServer, tmp_path: Path) -> None:
+    engine = PostgresEngine(pg.url, pg.new_schema(), tmp_path, pool_size=1)
     try:
         engine.ensure_tables([t := _table(timeout=0.5)])
         with pytest.raises(EngineError) as info:
@@ -234,11 +243,11 @@ def test_postgres_instance_timeout(pg_server: PgServer, tmp_path: Path) -> None:
         engine.close()
 
 
-def test_integration_source_read_still_works_on_postgres(pg_server: PgServer, tmp_path: Path) -> None:
+def test_integration_source_read_still_works_on_postgres(pg: PgServer, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "x.csv").write_text("id,a\n1,x\n2,y\n")
     (tmp_path / "secret.csv").write_text("id,a\n7,secret\n")
-    engine = PostgresEngine(pg_server.url, pg_server.new_schema(), tmp_path, pool_size=1)
+    engine = PostgresEngine(pg.url, pg.new_schema(), tmp_path, pool_size=1)
     try:
         engine.ensure_tables([t := _table("ods", kind="integration")])
         ok = "SELECT id, a FROM read_csv('data/x.csv', header = true)"
