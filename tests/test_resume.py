@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import oracle
 import pytest
@@ -32,6 +33,12 @@ def _by_date(project: Path) -> list[tuple[str, str, dict[str, int]]]:
     assert result.exit_code == 0, result.output
     [doc] = json.loads(result.stdout)["backfills"]
     return [(d["ds"], d["status"], d["counts"]) for d in doc["dates"]]
+
+
+def _why(project: Path, instance: str) -> dict[str, Any]:
+    result = cli(project, "why", instance, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
 
 
 def test_resume_runs_skipped_instances_and_what_they_blocked(tutorial: Path, prefect_api: str,
@@ -118,6 +125,31 @@ def test_set_success_resume_runs_what_it_was_blocking(tutorial: Path, prefect_ap
     later = lines.index(next(line for line in lines if line.startswith("dws_all/2026-07-03 ")))
     assert lines[later + 1] == "    an earlier date of its group failed or was paused"
 
+    # why: a blocked instance's root cause two levels up, a later date's, the failed one itself
+    error = rows[failed].error or ""
+    fct2, dws2 = iid("fct_order_buy_di", "2026-07-02"), iid("dws_all", "2026-07-02")
+    deep = _why(tutorial, dws2)
+    assert [(link["id"], link["status"]) for link in deep["chain"]] == [(fct2, "blocked"), (failed, "failed")]
+    assert deep["summary"] == f"blocked: root cause dim_products/2026-07-02 failed ({error})"
+    assert deep["root_attempt"]["status"] == "failed" and deep["root_attempt"]["error"] == error
+    assert deep["last_attempt"] is None and deep["waits"] == []
+    human = cli(tutorial, "why", dws2).stdout.splitlines()
+    at = human.index("blocked by:")
+    assert human[at + 1:at + 4] == ["  fct_order_buy_di/2026-07-02 blocked",
+                                    "    upstream dim_products/2026-07-02 failed",
+                                    "    dim_products/2026-07-02 failed <- root cause"]
+    assert human[at + 4].startswith("      EngineError: writing dim_products partition 2026-07-02 failed")
+    assert human[at + 5].startswith("root cause's last attempt 1 failed, started ")
+    assert human[at + 6] == f"its whole log: backfill logs {failed}"
+    assert max(len(line) for line in human) <= 80
+    later = _why(tutorial, iid("dws_all", "2026-07-03"))
+    assert [(link["id"], link["status"]) for link in later["chain"]] == [(failed, "failed")]
+    unknown = "tutorial_logical/dws_all/2030-01-01"
+    one_error(cli(tutorial, "why", unknown), f"no instance '{unknown}'; list them with `backfill instances`")
+    itself = _why(tutorial, failed)
+    assert itself["summary"] == f"failed: {error}" and itself["chain"] == []
+    assert itself["last_attempt"]["error"] == error and itself["log"] == f"backfill logs {failed}"
+
     ok = cli(tutorial, "set-success", failed, "--resume")
     assert ok.exit_code == 0, ok.output
     assert ok.stdout.startswith(f"{failed}: success (set by operator); running the 6 instance(s) it was blocking\n"
@@ -134,3 +166,14 @@ def test_set_success_resume_runs_what_it_was_blocking(tutorial: Path, prefect_ap
 
     again = cli(tutorial, "set-success", failed, "--resume")
     assert again.exit_code == 0 and again.stdout == f"{failed}: success (set by operator); it was blocking nothing\n"
+
+    # why a partition is stale: one it read was written after it, or its table's spec changed
+    fct1 = iid("fct_order_buy_di", "2026-07-01")
+    assert _why(tutorial, fct1)["summary"] == "success, current"
+    assert cli(tutorial, "rerun", "tutorial_logical", "--instance", iid("dim_products", "2026-07-01")).exit_code == 0
+    stale = _why(tutorial, fct1)
+    assert stale["stale"] == ["dim_products 2026-07-01 written after it"]
+    assert stale["summary"] == "success, stale: dim_products 2026-07-01 written after it"
+    edit(tutorial / "sql" / "dws_all.sql", "GROUP BY f.customer_id", "GROUP BY f.customer_id -- edited")
+    assert _why(tutorial, iid("dws_all", "2026-07-01"))["stale"] == [
+        "the spec of dws_all (template, fields or key) changed since it ran"]

@@ -26,7 +26,7 @@ def _register_optional() -> None:
     None of them imports Prefect at module level: only `apply`, `rerun` and `resume` load it, when they run."""
     import importlib
 
-    for name in ("plan", "apply", "instances", "ops", "status", "diff", "show"):
+    for name in ("plan", "apply", "instances", "ops", "why", "status", "diff", "show"):
         try:
             module = importlib.import_module(f"backfill.cli.{name}")
         except ModuleNotFoundError as exc:  # pragma: no cover - a command still in development

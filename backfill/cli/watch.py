@@ -60,7 +60,7 @@ def _watch(ledger: Ledger, view: View) -> None:
             sys.stdout.write("\x1b[H" + "\n".join(line + "\x1b[K" for line in page.split("\n")) + "\n\x1b[J")
             sys.stdout.flush()
         elif text != shown:
-            sys.stdout.write(text + ("\n" if view.as_json else "\n\n"))
+            sys.stdout.write(text + "\n" if view.as_json else f"--- {time.strftime('%H:%M:%S')}\n{text}\n")
             sys.stdout.flush()
         shown = text
         if ended or idle >= IDLE_POLLS:

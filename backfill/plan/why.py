@@ -1,0 +1,295 @@
+"""`backfill why INSTANCE`: one instance's run diagnosis, from the ledger and the specs.
+
+- what it reads: per upstream table, the partitions (compact inclusive ranges, from the instance's
+  recorded read set; a ledger without read sets gives the tables its SQL reads) and how many of them
+  the ledger holds;
+- what it waits for right now: its scheduled time, an operator's pause, an upstream instance, an
+  earlier date of its group, another backfill of the same apply, a concurrency slot, a worker, or an
+  apply to run it at all;
+- why it is blocked, followed from blocker to blocker down to the root cause; why it failed or was
+  paused; why a successful partition is stale (its spec changed, or a partition it read was written
+  after it);
+- its last attempt, with the first line of its error, and where the whole log is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..spec.model import Project
+from ..state.fingerprints import template_fingerprint
+from ..state.ledger import ACTIVE, InstanceRow, Ledger
+
+__all__ = ["Diagnosis", "Link", "Read", "Wait", "diagnose", "ranges_of"]
+
+DONE = ("success", "dry_run")
+BAD = ("failed", "paused", "blocked", "killed")
+_UPSTREAM = re.compile(r"upstream (\S+) (\w+)$")
+EARLIER = "an earlier date of its group"
+
+
+@dataclass(frozen=True)
+class Read:
+    table: str
+    ranges: list[list[str]] | str | None  # [[first, last], ...] ds texts, "all", None = not recorded
+    present: int | None  # partitions of those ranges the ledger holds (None: unknown)
+    expected: int | None
+    instances: list[list[str]] = field(default_factory=list)  # [[upstream instance id, status], ...]
+
+
+@dataclass(frozen=True)
+class Wait:
+    kind: str  # schedule | pause | upstream | group | backfill | slot | worker | apply
+    detail: str
+    instance: str | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    id: str
+    status: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    id: str
+    backfill: str
+    status: str
+    group: int
+    mode: str
+    held: bool
+    summary: str
+    reads: list[Read]
+    waits: list[Wait]
+    chain: list[Link]  # its blockers, one after another; the last one is the root cause
+    stale: list[str]
+    last_attempt: dict[str, Any] | None
+    log: str  # the command that shows its whole log
+    root_attempt: dict[str, Any] | None = None  # the root cause's last attempt, for a blocked instance
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ranges_of(values: Sequence[str], hourly: bool) -> list[list[str]]:
+    """Sorted ds texts as compact inclusive ranges of consecutive days (or hours)."""
+    step = timedelta(hours=1) if hourly else timedelta(days=1)
+    out: list[list[str]] = []
+    prev: datetime | None = None
+    for ds in sorted(set(values)):
+        at = datetime.fromisoformat(ds)
+        if prev is not None and at - prev == step:
+            out[-1][1] = ds
+        else:
+            out.append([ds, ds])
+        prev = at
+    return out
+
+
+def _expand(first: str, last: str) -> list[str]:
+    hourly = "T" in first
+    step = timedelta(hours=1) if hourly else timedelta(days=1)
+    at, end = datetime.fromisoformat(first), datetime.fromisoformat(last)
+    out: list[str] = []
+    while at <= end and len(out) <= 100_000:
+        out.append(at.strftime("%Y-%m-%dT%H" if hourly else "%Y-%m-%d"))
+        at += step
+    return out
+
+
+def _recorded_reads(row: InstanceRow) -> Mapping[str, Any] | None:
+    """The instance's recorded read set (ledger column `reads`), None where the ledger has none."""
+    raw = getattr(row, "reads", None)
+    if isinstance(raw, str):
+        raw = json.loads(raw) if raw else None
+    return raw if isinstance(raw, Mapping) else None
+
+
+class _Ledger:
+    """The ledger rows a diagnosis looks at, read once."""
+
+    def __init__(self, ledger: Ledger, row: InstanceRow):
+        self.ledger = ledger
+        self.rows = {r.id: r for r in ledger.instances()}
+        self.row = row
+        self._parts: dict[str, set[str]] = {}
+
+    def get(self, iid: str) -> InstanceRow | None:
+        return self.rows.get(iid)
+
+    def present(self, table: str) -> set[str]:
+        if table not in self._parts:
+            self._parts[table] = {ds for _t, _f, _tfp, dss in self.ledger.partition_groups(table) for ds in dss}
+        return self._parts[table]
+
+
+def _rel(iid: str, backfill: str) -> str:
+    return iid.removeprefix(f"{backfill}/")
+
+
+def _reads(view: _Ledger, project: Project, graph: Mapping[str, Sequence[str]]) -> list[Read]:
+    row = view.row
+    by_table: dict[str, list[list[str]]] = {}
+    for u in row.upstream:
+        up = view.get(u)
+        if up is not None:
+            by_table.setdefault(up.table, []).append([u, up.status])
+    recorded = _recorded_reads(row)
+    out: list[Read] = []
+    tables = list(recorded) if recorded is not None else list(dict.fromkeys([*graph.get(row.table, ()), *by_table]))
+    for table in tables:
+        spec = recorded.get(table) if recorded is not None else None
+        have = view.present(table)
+        if spec == "all":
+            out.append(Read(table, "all", len(have), None, by_table.get(table, [])))
+        elif isinstance(spec, list):
+            wanted = [ds for first, last in spec for ds in _expand(str(first), str(last))]
+            out.append(Read(table, [[str(a), str(b)] for a, b in spec], sum(ds in have for ds in wanted), len(wanted),
+                            by_table.get(table, [])))
+        else:
+            out.append(Read(table, None, None, None, by_table.get(table, [])))
+    return out
+
+
+def _waits(view: _Ledger, project: Project, runtime: str | None, apply_running: bool, now: float) -> list[Wait]:
+    row, bf = view.row, view.row.backfill
+    out: list[Wait] = []
+    if runtime and datetime.fromisoformat(runtime).timestamp() > now:
+        out.append(Wait("schedule", f"its scheduled time {runtime}; `backfill serve` (or an apply then) starts it"))
+    if row.held:
+        out.append(Wait("pause", f"an operator's pause: `backfill resume {row.id}` releases it"))
+    for u in row.upstream:
+        up = view.get(u)
+        if up is not None and up.status not in DONE:
+            then = "; it will end blocked" if up.status in BAD else ""
+            out.append(Wait("upstream", f"upstream {_rel(u, bf)} ({up.status}){then}", u))
+    earlier = [r for r in view.rows.values() if r.backfill == bf and r.group == row.group
+               and r.position < row.position and r.status not in DONE]
+    if earlier:
+        day = min(r.position for r in earlier)
+        first = sorted((r for r in earlier if r.position == day), key=lambda r: r.seq)
+        names = ", ".join(f"{_rel(r.id, bf)} ({r.status})" for r in first[:3])
+        more = f" and {len(first) - 3} more" if len(first) > 3 else ""
+        out.append(Wait("group", f"an earlier date of its group {row.group}: {names}{more}", first[0].id))
+    if out:
+        return out
+    others = sorted({r.backfill for r in view.rows.values() if r.backfill != bf and r.status in ("waiting", "running")})
+    running = [r for r in view.rows.values() if r.status == "running"]
+    if not apply_running:
+        again = "the next apply recovers and runs it" if row.status == "waiting" else "`backfill apply` runs it"
+        out.append(Wait("apply", f"an apply: none is running; {again}"))
+    elif row.status == "pending" and others:
+        out.append(Wait("backfill", f"the running apply runs backfill {', '.join(others)} first"))
+    elif len(running) >= project.max_parallel:
+        names = ", ".join(_rel(r.id, bf) for r in running[:3]) + (" ..." if len(running) > 3 else "")
+        out.append(Wait("slot", f"a concurrency slot: {len(running)} of max_parallel {project.max_parallel} "
+                                f"running ({names})"))
+    else:
+        out.append(Wait("worker", "a worker: it is ready and queued to start"))
+    return out
+
+
+def _blocker(view: _Ledger, r: InstanceRow) -> InstanceRow | None:
+    err = r.error or ""
+    m = _UPSTREAM.match(err)
+    if m:
+        return view.get(m.group(1))
+    if err.startswith(EARLIER):
+        earlier = [x for x in view.rows.values() if x.backfill == r.backfill and x.group == r.group
+                   and x.position < r.position and x.status in BAD and not (x.error or "").startswith(EARLIER)]
+        if earlier:
+            day = max(x.position for x in earlier)
+            return min((x for x in earlier if x.position == day), key=lambda x: (x.status == "blocked", x.seq))
+    bad = [view.get(u) for u in r.upstream]
+    return next((u for u in bad if u is not None and u.status in BAD), None)
+
+
+def _chain(view: _Ledger, row: InstanceRow) -> list[Link]:
+    out: list[Link] = []
+    seen = {row.id}
+    cur = row
+    while cur.status == "blocked":
+        nxt = _blocker(view, cur)
+        if nxt is None or nxt.id in seen:
+            break
+        seen.add(nxt.id)
+        out.append(Link(nxt.id, nxt.status, nxt.error))
+        cur = nxt
+    return out
+
+
+def _stale(view: _Ledger, project: Project, reads: Sequence[Read]) -> list[str]:
+    row = view.row
+    if row.status != "success":
+        return []
+    out: list[str] = []
+    table = project.tables.get(row.table)
+    if table is None:
+        out.append(f"table {row.table} is no longer declared in the specs")
+    elif row.template_fingerprint and row.template_fingerprint != template_fingerprint(table, project):
+        out.append(f"the spec of {row.table} (template, fields or key) changed since it ran")
+    written = view.ledger.written_times()
+    mine = written.get((row.table, row.ds), row.ended_at or 0.0)
+    for read in reads:
+        if isinstance(read.ranges, list):
+            dss = [ds for first, last in read.ranges for ds in _expand(first, last)]
+        elif read.ranges == "all":
+            dss = sorted(ds for t, ds in written if t == read.table)
+        else:
+            dss = [u.ds for u in (view.get(i) for i, _s in read.instances) if u is not None] or [row.ds]
+        later = [ds for ds in dss if written.get((read.table, ds), 0.0) > mine]
+        if later:
+            spans = ", ".join(a if a == b else f"{a}..{b}" for a, b in ranges_of(later, "T" in later[0]))
+            out.append(f"{read.table} {spans} written after it")
+    return out
+
+
+def _last_attempt(ledger: Ledger, row: InstanceRow) -> dict[str, Any] | None:
+    attempts = ledger.attempts(row.id)
+    if not attempts:
+        return None
+    a = attempts[-1]
+    error = next((line for line in (a.get("error") or "").splitlines() if line.strip()), None)
+    return {"number": a["number"], "status": a["status"], "started_at": a["started_at"], "ended_at": a["ended_at"],
+            "pid": a["pid"], "host": a["host"], "error": error}
+
+
+def _summary(row: InstanceRow, waits: Sequence[Wait], chain: Sequence[Link], stale: Sequence[str]) -> str:
+    bf = row.backfill
+    if row.status in ACTIVE and row.status != "running":
+        return f"{row.status}: for {waits[0].detail}" if waits else row.status
+    if row.status == "running":
+        return "running"
+    if row.status == "blocked" and chain:
+        root = chain[-1]
+        return f"blocked: root cause {_rel(root.id, bf)} {root.status}" + (f" ({root.error})" if root.error else "")
+    if row.status in BAD:
+        return f"{row.status}" + (f": {row.error}" if row.error else "")
+    if stale:
+        return f"{row.status}, stale: {stale[0]}"
+    return f"{row.status}, current"
+
+
+def diagnose(ledger: Ledger, project: Project, instance_id: str, graph: Mapping[str, Sequence[str]],
+             now: float) -> Diagnosis | None:
+    row = ledger.instance(instance_id)
+    if row is None:
+        return None
+    view = _Ledger(ledger, row)
+    holder = ledger.lock_holder()
+    runtime = next((b["runtime"] for b in ledger.backfills() if b["name"] == row.backfill), None)
+    reads = _reads(view, project, graph)
+    waits = _waits(view, project, runtime, bool(holder and holder["alive"]), now) if row.status in ACTIVE \
+        and row.status != "running" else []
+    chain = _chain(view, row)
+    stale = _stale(view, project, reads)
+    root = ledger.instance(chain[-1].id) if chain else None
+    return Diagnosis(row.id, row.backfill, row.status, row.group, row.mode, row.held,
+                     _summary(row, waits, chain, stale), reads, waits, chain, stale, _last_attempt(ledger, row),
+                     f"backfill logs {row.id}", _last_attempt(ledger, root) if root else None)
