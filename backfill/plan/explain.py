@@ -21,9 +21,20 @@ def instance_json(i: PlannedInstance, with_sql: bool = True) -> dict[str, Any]:
         "table_fingerprint": i.table_fingerprint, "upstream": list(i.upstream),
         "fields": list(i.fields) if i.fields else "all", "linked": list(i.linked), "reason": i.reason,
     }
+    if i.batch:
+        out["batch"] = i.batch
+    if i.ranged:
+        out["ranged"] = True
     if with_sql:
         out["sql"] = i.sql
+        if i.batch_sql:
+            out["batch_sql"] = i.batch_sql
     return out
+
+
+def _batched(p: BackfillPlan) -> bool:
+    """Whether any table of the plan runs otherwise than one plain template per partition."""
+    return any(r.mode != "partition" or r.ranged for r in p.runs)
 
 
 def backfill_json(p: BackfillPlan) -> dict[str, Any]:
@@ -33,6 +44,9 @@ def backfill_json(p: BackfillPlan) -> dict[str, Any]:
         "downstream_added": list(p.downstream_added), "counts": p.counts(),
         "retries": {"count": p.retries, "delay_seconds": p.retry_delay},
         "instances": [instance_json(i) for i in p.instances],
+        **({"runs": {r.table: {"batch_size": r.batch_size, "mode": r.mode, "ranged": r.ranged,
+                               "batches": len({i.batch for i in p.instances if i.table == r.table and i.batch})}
+                     for r in p.runs}} if _batched(p) else {}),
     }
 
 
@@ -62,11 +76,15 @@ def _table_rows(p: BackfillPlan) -> list[tuple[str, Counter[str], list[str], str
     per: dict[str, list[PlannedInstance]] = defaultdict(list)
     for i in p.instances:
         per[i.table].append(i)
+    runs = {r.table: r for r in p.runs} if _batched(p) else {}
     rows = []
     for t in p.tables:
         insts = per.get(t, [])
         counts: Counter[str] = Counter(str(i.action) for i in insts)
         note = []
+        if t in runs:  # how it runs, once any table of the plan runs in batches
+            batches = len({i.batch for i in insts if i.batch})
+            note.append(runs[t].describe() + (f": {batches} batch(es) to run" if runs[t].mode != "partition" else ""))
         if insts and insts[0].mode != "run":
             note.append("skip (ends paused)" if insts[0].mode == "skip" else "dry-run")
         if insts and insts[0].fields:

@@ -12,6 +12,7 @@ from ..errors import SpecError, SpecErrors
 from ..spec.model import Backfill, DateInterval, Project, Table
 from ..sql.compiler import ProjectCompiler
 from ..sql.templates import fmt_date
+from .batches import TableRun, assign_batches, table_runs
 from .dag import downstream_of, find_cycle, topological_order
 
 __all__ = [
@@ -58,6 +59,9 @@ class PlannedInstance:
     fields: tuple[str, ...] | None = None  # None: the entire table
     linked: tuple[str, ...] = ()
     reason: str = ""  # why it runs: what a reviewer reads next to `new` / `stale` / `failed`
+    batch: str | None = None  # the batch it runs in (batches.py): `BACKFILL/TABLE/FIRST..LAST`
+    batch_sql: str | None = None  # a range template's SELECT over its whole batch
+    ranged: bool = False  # its SQL is a range template's (it selects the partition column too)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class BackfillPlan:
     instances: tuple[PlannedInstance, ...]
     retries: int = 0
     retry_delay: float = 0.0
+    runs: tuple[TableRun, ...] = ()  # how each table runs: per partition or in batches
 
     def counts(self) -> dict[str, int]:
         out = {"new": 0, "stale": 0, "done": 0, "failed": 0}
@@ -337,12 +342,14 @@ def plan_backfill(
             ))
     if errors:
         raise SpecErrors(errors.values())
-    instances = tuple(i for chunk in chunks for d in chunk for i in by_day[d])
+    runs = table_runs(project, compiler, spec, order)
+    instances = tuple(assign_batches([i for chunk in chunks for d in chunk for i in by_day[d]], runs, project,
+                                     compiler, params, name))
     retries = spec.retries or project.retries
     return BackfillPlan(
         key=spec.key, name=name, spec_file=spec.spec_file,
         runtime=spec.runtime.isoformat() if spec.runtime else None, order=spec.order,
         group_dates=tuple(tuple(d.isoformat() for d in chunk) for chunk in chunks),
         tables=tuple(order), downstream_added=tuple(added), instances=instances,
-        retries=retries.count, retry_delay=retries.delay_seconds,
+        retries=retries.count, retry_delay=retries.delay_seconds, runs=runs,
     )

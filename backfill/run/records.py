@@ -111,4 +111,5 @@ def _instance_row(p: PlannedInstance, backfill: str, seq: int, template_fp: str)
         "linked": json.dumps(list(p.linked)) if p.linked else None,
         "upstream": json.dumps(list(p.upstream)), "sql": p.sql, "fingerprint": p.fingerprint,
         "table_fingerprint": p.table_fingerprint, "run_id": "", "template_fingerprint": template_fp,
+        "batch": p.batch, "batch_sql": p.batch_sql, "ranged": p.ranged,
     }

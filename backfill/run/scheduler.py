@@ -15,9 +15,11 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..spec.model import Table
 from ..state.ledger import InstanceRow
+from .batchjobs import execute_batch, form_units
 from .engines.base import CancelToken, WriteCancelled, WriteRequest
 from .writer import LedgerWriter
 
@@ -70,6 +72,12 @@ class BackfillRun:
         for r in rows:
             self.groups.setdefault(r.group, []).append(r.id)
         self.progress = {g: GroupProgress(total=len(ids)) for g, ids in self.groups.items()}
+        # batches (batchjobs.py): the leader's job stands for the unit; members share its cancel token
+        self.units = form_units(rows)
+        self.leader = {m: lead for lead, ids in self.units.items() for m in ids}
+        for lead, ids in self.units.items():
+            for m in ids:
+                self.jobs[m].token = self.jobs[lead].token
         self._held: set[str] = set()
         self._kill: set[str] = set()
         self._lock = threading.Lock()
@@ -135,12 +143,14 @@ class BackfillRun:
         days: dict[int, list[_Job]] = {}
         for iid in ids:
             job = self.jobs[iid]
-            days.setdefault(job.row.position, []).append(job)
+            if self.leader.get(iid, iid) == iid:  # a batch member runs with (and where) its leader
+                days.setdefault(job.row.position, []).append(job)
         broken = False
         for position in sorted(days):
             if broken:
                 for job in days[position]:
-                    self._set(job, "blocked", error="an earlier date of its group failed or was paused")
+                    for member in self._members(job):
+                        self._set(member, "blocked", error="an earlier date of its group failed or was paused")
                 continue
             self._run_day(days[position])
             broken = any(j.status in BAD for j in days[position])
@@ -149,15 +159,16 @@ class BackfillRun:
 
     def _run_day(self, jobs: list[_Job]) -> None:
         todo = {j.row.id: j for j in jobs}
-        running: dict[Future[Outcome], _Job] = {}
+        running: dict[Future[Any], _Job] = {}
         while todo or running:
             progressed = False
             for iid in list(todo):
                 job = todo[iid]
-                ups = [self.jobs[u] for u in job.row.upstream if u in self.jobs]
+                ups = self._waits_for(job)
                 if any(u.status in BAD for u in ups):
                     bad = next(u for u in ups if u.status in BAD)
-                    self._set(job, "blocked", error=f"upstream {bad.row.id} {bad.status}")
+                    for member in self._members(job):
+                        self._set(member, "blocked", error=f"upstream {bad.row.id} {bad.status}")
                 elif all(u.status in ("success", "dry_run") for u in ups):
                     del todo[iid]
                     progressed = True
@@ -176,14 +187,35 @@ class BackfillRun:
                     self._finish(job, fut)
             elif todo and not progressed:  # pragma: no cover - upstream outside this day never resolves
                 for job in todo.values():
-                    self._set(job, "blocked", error="its upstream did not run")
+                    for member in self._members(job):
+                        self._set(member, "blocked", error="its upstream did not run")
                 todo.clear()
 
-    def _dispatch(self, job: _Job) -> Future[Outcome] | None:
+    def _members(self, job: _Job) -> list[_Job]:
+        """The jobs a unit settles: a batch's members (its leader first), else the job alone."""
+        return [self.jobs[m] for m in self.units.get(job.row.id, [job.row.id])]
+
+    def _waits_for(self, job: _Job) -> list[_Job]:
+        """What a unit waits for: its members' upstream in this run, outside the unit."""
+        members = self.units.get(job.row.id, [job.row.id])
+        ups = dict.fromkeys(u for m in members for u in self.jobs[m].row.upstream)
+        return [self.jobs[u] for u in ups if u in self.jobs and u not in members]
+
+    def _dispatch(self, job: _Job) -> Future[Any] | None:
         """Start an instance, or settle it at once (skip, dry-run, held, killed)."""
         iid = job.row.id
+        members = self.units.get(iid)
         with self._lock:
-            killed, held = iid in self._kill, iid in self._held
+            killed = any(m in self._kill for m in members or [iid])
+            held = any(m in self._held for m in members or [iid])
+        if members is not None:
+            if killed or held:
+                for m in members:
+                    why = "killed before it started" if killed else \
+                        f"paused by an operator (with its batch {job.row.batch}); `backfill resume` runs it"
+                    self._set(self.jobs[m], "killed" if killed else "paused", error=why)
+                return None
+            return self.pool.submit(execute_batch, self, self._members(job))
         if killed:
             self._set(job, "killed", error="killed before it started")
         elif job.row.mode == "skip":
@@ -196,12 +228,16 @@ class BackfillRun:
             return self.pool.submit(self._execute, job)
         return None
 
-    def _finish(self, job: _Job, fut: Future[Outcome]) -> None:
+    def _finish(self, job: _Job, fut: Future[Any]) -> None:
+        members = self._members(job)
         try:
-            out = fut.result()
+            result = fut.result()
+            outs = result if isinstance(result, dict) else {job.row.id: result}
         except BaseException as exc:  # noqa: BLE001 - an instance never takes the run down
-            out = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
-        self._set(job, out.status, rows=out.rows, error=out.error, ended_at=out.ended_at)
+            outs = {m.row.id: Outcome("failed", error=f"{type(exc).__name__}: {exc}") for m in members}
+        for m in members:
+            out = outs[m.row.id]
+            self._set(m, out.status, rows=out.rows, error=out.error, ended_at=out.ended_at)
 
     def _execute(self, job: _Job) -> Outcome:
         row = job.row

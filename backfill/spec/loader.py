@@ -177,6 +177,7 @@ class _Loader:
             depends_on=tuple(v["depends_on"]) if "depends_on" in v else None,
             description=v.get("description", ""),
             timeout=float(v["timeout"]) if "timeout" in v else None,
+            batch_size=int(v.get("batch_size", 1)),
             positions={key: doc.where((key,)) for key in v},
         )
 
@@ -206,7 +207,7 @@ class _Loader:
                         ("targets", i, "fields"),
                         f"table '{table.name}' has no primary_key, so it cannot take a field selection; "
                         "declare primary_key in its spec or backfill the entire table"))
-            targets.append(Target(table.name, None if fields == "all" else tuple(fields)))
+            targets.append(Target(table.name, None if fields == "all" else tuple(fields), t.get("batch_size")))
         seen = [t.table for t in targets]
         for i, name in enumerate(seen):
             if seen.index(name) != i:

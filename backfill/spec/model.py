@@ -58,6 +58,7 @@ class Table:
     depends_on: tuple[str, ...] | None = None
     description: str = ""
     timeout: float | None = None  # seconds one instance's SQL may run (None: the project's default)
+    batch_size: int = 1  # consecutive partitions (days, or hours) written by one statement
     # where each top-level key's value stands in the spec file (line, col), for error locations
     positions: Mapping[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -100,6 +101,7 @@ class Retries:
 class Target:
     table: str
     fields: tuple[str, ...] | None = None  # None: the entire table
+    batch_size: int | None = None  # None: the table's own batch_size
 
 
 @dataclass(frozen=True)

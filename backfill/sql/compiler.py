@@ -145,7 +145,8 @@ class ProjectCompiler:
         found = self._checks.get(key)
         if found is None:
             found = check_sql(rendered.sql, table, self.project.tables, self.project.dialect,
-                              self.target_dialect(table), self.project.allow_functions, self.project.sources)
+                              self.target_dialect(table), self.project.allow_functions, self.project.sources,
+                              self.ranged(table))
             self._checks[key] = found
         return found
 
@@ -166,6 +167,19 @@ class ProjectCompiler:
         if reads is None:
             reads = self._reads[key] = tuple(sorted(set(check.reads) | set(rendered.refs)))
         return CompiledSql(sql, reads, self.fingerprint(table, sql))
+
+    def ranged(self, table: Table) -> bool:
+        """The table's template selects a range of partitions (it uses start_ds / end_ds)."""
+        template = self.templates.get(table.name)
+        return bool(template is not None and template.ranged)
+
+    def compile_range(self, table: Table, start: datetime, end: datetime, params: Mapping[str, Any]) -> str:
+        """Engine SQL of a range template over a batch's first and last data timestamps (after
+        `compile` of each of them succeeded: the range's shape is the one they were checked with)."""
+        rendered = self.templates[table.name].render(RenderContext(start, table.hourly, params, start, end))
+        if self.project.dialect == self.target_dialect(table):
+            return rendered.sql
+        return self._transform_text(rendered.sql, (), self.target_dialect(table))
 
     def fingerprint(self, table: Table, sql: str) -> str:
         """What an instance of `table` executing `sql` is recorded with: the SQL and the write definition."""

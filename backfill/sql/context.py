@@ -81,11 +81,17 @@ class RenderContext:
     data_timestamp: datetime
     hourly: bool
     params: Mapping[str, Any]
+    # a batch's first and last data timestamps, for range templates; None: this instance alone
+    start: datetime | None = None
+    end: datetime | None = None
 
     def variables(self) -> dict[str, Any]:
         ts = self.data_timestamp
+        start, end = self.start or ts, self.end or ts
         v: dict[str, Any] = {
             "ds": DateText(fmt_date(ts, "%Y-%m-%d")),
+            "start_ds": DateText(fmt_date(start, "%Y-%m-%d")),
+            "end_ds": DateText(fmt_date(end, "%Y-%m-%d")),
             "ds_nodash": DateText(fmt_date(ts, "%Y%m%d")),
             "bizdate": DateText(fmt_date(ts, "%Y%m%d")),
             "data_timestamp": ts,
@@ -93,7 +99,9 @@ class RenderContext:
         }
         if self.hourly:
             v.update(hour=DateText(fmt_date(ts, "%H")), ts=DateText(fmt_date(ts, "%Y-%m-%d %H:%M:%S")),
-                     ts_nodash=DateText(fmt_date(ts, "%Y%m%d%H%M%S")))
+                     ts_nodash=DateText(fmt_date(ts, "%Y%m%d%H%M%S")),
+                     start_ts=DateText(fmt_date(start, "%Y-%m-%d %H:%M:%S")),
+                     end_ts=DateText(fmt_date(end, "%Y-%m-%d %H:%M:%S")))
         return v
 
     def cyctime(self) -> datetime:

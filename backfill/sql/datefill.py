@@ -22,7 +22,8 @@ from jinja2 import nodes
 
 __all__ = ["DATE_HELPERS", "DATE_NAMES", "Filled", "Slots", "SymbolicDate", "is_date_linear", "lift"]
 
-DATE_NAMES = frozenset({"ds", "ds_nodash", "bizdate", "hour", "ts", "ts_nodash"})
+DATE_NAMES = frozenset({"ds", "ds_nodash", "bizdate", "hour", "ts", "ts_nodash",
+                        "start_ds", "end_ds", "start_ts", "end_ts"})
 DATE_HELPERS = frozenset({"ds_add", "add_days", "add_months", "add_hours", "date_format"})
 _SCHED = "__sched"
 _BLOCKING = (nodes.Macro, nodes.CallBlock, nodes.FilterBlock, nodes.Include, nodes.Import, nodes.FromImport,

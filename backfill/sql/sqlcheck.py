@@ -79,6 +79,7 @@ def check_sql(
     engine_dialect: str,
     allow_functions: Iterable[str] = (),
     sources: Iterable[str] = ("data",),
+    ranged: bool = False,
 ) -> ShapeCheck:
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
@@ -149,7 +150,7 @@ def check_sql(
             star = SqlProblem("SELECT * from a source file: list the columns explicitly", 1, 1, "*")
             return ShapeCheck((star,), tuple(reads), has_table_functions=True)
         selects = tree.named_selects
-    problems.extend(_projection_problems(tree, selects, table))
+    problems.extend(_projection_problems(tree, selects, table, ranged))
     if problems:
         return ShapeCheck(tuple(problems), tuple(reads), has_table_functions=table_functions)
     engine_sql = sql if dialect == engine_dialect else tree.sql(dialect=engine_dialect)
@@ -231,7 +232,8 @@ def _find_unknown_column(tree: exp.Expr, name: str, schema: Mapping[str, Any]
     return named[0] if named else None
 
 
-def _projection_problems(tree: exp.Query, selects: list[str], table: Table) -> list[SqlProblem]:
+def _projection_problems(tree: exp.Query, selects: list[str], table: Table, ranged: bool = False
+                         ) -> list[SqlProblem]:
     out: list[SqlProblem] = []
     declared = list(table.field_names)
     seen: set[str] = set()
@@ -249,6 +251,8 @@ def _projection_problems(tree: exp.Query, selects: list[str], table: Table) -> l
         if name in seen:
             out.append(SqlProblem(f"column '{name}' is selected twice{why}", line, col, token))
         seen.add(name)
+        if name == table.partition and ranged:
+            continue  # a range template says which partition each row belongs to
         if name == table.partition:
             out.append(SqlProblem(f"do not select the partition column '{name}': the tool adds it{why}",
                                   line, col, token))
@@ -256,6 +260,10 @@ def _projection_problems(tree: exp.Query, selects: list[str], table: Table) -> l
             out.append(SqlProblem(
                 f"selects '{name}', which is not a declared field of '{table.name}'; declare it or remove it{why}",
                 line, col, token))
+    if ranged and table.partition not in seen:
+        out.append(SqlProblem(
+            f"a range template (it uses start_ds / end_ds) must select the partition column "
+            f"'{table.partition}' too: say which partition each row belongs to", 1, 1, "SELECT"))
     missing = [f for f in declared if f not in seen]
     if missing:
         out.append(SqlProblem(

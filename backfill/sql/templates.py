@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jinja2
+import jinja2.meta
 
 from ..errors import SpecError, snippet
 from ..spec.model import Table, Template
@@ -49,6 +50,9 @@ __all__ = [
     "shape_of",
     "strip_marks",
 ]
+
+RANGE_VARIABLES = frozenset({"start_ds", "end_ds", "start_ts", "end_ts"})
+
 
 @dataclass(frozen=True)
 class Rendered:
@@ -108,7 +112,10 @@ class CompiledTemplate:
         try:
             self._jinja = ENV.from_string(converted)
             self._globals = dict(self._jinja.globals)
-            self._linear = is_date_linear(ENV.parse(converted))
+            parsed = ENV.parse(converted)
+            self._linear = is_date_linear(parsed)
+            # a range template selects a batch of partitions at once: it names the batch's bounds
+            self.ranged = bool(jinja2.meta.find_undeclared_variables(parsed) & RANGE_VARIABLES)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateFailure(f"template syntax: {exc.message}", exc.lineno, 1) from None
         self._fast: dict[int, _FastPath] = {}
@@ -135,7 +142,7 @@ class CompiledTemplate:
     def render(self, ctx: RenderContext) -> Rendered:
         """The instance's SQL: filled into a once-rendered text when the template is date-linear
         (checked against real renders on the first two dates), else rendered in full."""
-        if not self._linear:
+        if not self._linear or ctx.start is not None or ctx.end is not None:
             return self._render(ctx)
         entry = self._fast.get(id(ctx.params))
         if entry is None or entry.params is not ctx.params:
@@ -159,9 +166,11 @@ class CompiledTemplate:
 
     def _symbolic(self, ctx: RenderContext) -> _FastPath:
         slots = Slots(_SymbolicDateText)
-        formats = {"ds": "%Y-%m-%d", "ds_nodash": "%Y%m%d", "bizdate": "%Y%m%d"}
+        formats = {"ds": "%Y-%m-%d", "ds_nodash": "%Y%m%d", "bizdate": "%Y%m%d",
+                   "start_ds": "%Y-%m-%d", "end_ds": "%Y-%m-%d"}  # one instance alone: its own range
         if ctx.hourly:
-            formats.update(hour="%H", ts="%Y-%m-%d %H:%M:%S", ts_nodash="%Y%m%d%H%M%S")
+            formats.update(hour="%H", ts="%Y-%m-%d %H:%M:%S", ts_nodash="%Y%m%d%H%M%S",
+                           start_ts="%Y-%m-%d %H:%M:%S", end_ts="%Y-%m-%d %H:%M:%S")
         variables: dict[str, Any] = {name: slots.new(_strftime(fmt)) for name, fmt in formats.items()}
         variables["params"] = ctx.params
         hour = timedelta(hours=1) if ctx.hourly else timedelta(days=1)

@@ -62,6 +62,9 @@ T_INSTANCES = sa.Table(
     sa.Column("run_id", sa.String(40)),  # the apply run that last claimed it (for crash recovery)
     sa.Column("template_fingerprint", sa.String(32)),  # v2: of the table's spec when planned (fingerprints.py)
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("batch", sa.String(400)),  # the batch it runs in (consecutive partitions, one statement); NULL: alone
+    sa.Column("batch_sql", sa.Text),  # a range template's SELECT over the whole batch
+    sa.Column("ranged", sa.Boolean),  # its SQL selects the partition column too (a range template)
 )
 T_ATTEMPTS = sa.Table(
     "bf_attempts", meta,
@@ -129,6 +132,9 @@ class InstanceRow:
     kill_requested: bool
     template_fingerprint: str | None = None
     run_id: str | None = None  # the apply run that last claimed it: its write markers start with it
+    batch: str | None = None  # the batch it runs in with other partitions of its table
+    batch_sql: str | None = None  # a range template's SELECT over the whole batch
+    ranged: bool = False  # its SQL selects the partition column too (a range template)
 
     @property
     def duration(self) -> float | None:
@@ -146,6 +152,7 @@ def instance_row(r: Any) -> InstanceRow:
         table_fingerprint=r.table_fingerprint, status=r.status, attempts=r.attempts, started_at=r.started_at,
         ended_at=r.ended_at, rows=r.rows, error=r.error, held=bool(r.held), kill_requested=bool(r.kill_requested),
         template_fingerprint=r.template_fingerprint, run_id=r.run_id or None,
+        batch=r.batch, batch_sql=r.batch_sql, ranged=bool(r.ranged),
     )
 
 

@@ -12,11 +12,14 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...errors import UserError
 from ...spec.model import Table
 from ...sql.sqlcheck import partition_type
+
+if TYPE_CHECKING:
+    from .batch import BatchRequest
 
 __all__ = [
     "MARKER_COLUMNS",
@@ -111,6 +114,8 @@ class Engine(Protocol):
     def ensure_tables(self, tables: Sequence[Table]) -> None: ...
 
     def write_partition(self, req: WriteRequest, cancel: CancelToken | None = None) -> int: ...
+
+    def write_batch(self, req: BatchRequest, cancel: CancelToken | None = None) -> dict[str, int]: ...
 
     def committed_attempt(self, attempt_id: str) -> int | None: ...
 

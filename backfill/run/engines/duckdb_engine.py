@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -36,6 +36,7 @@ from .base import (
     selected_columns,
     write_error,
 )
+from .batch import BatchRequest, batch_error, batch_insert, count_sql, marker_rows, per_member
 from .lockdown import DUCKDB_CONFIG, lock_down_duckdb, time_limit
 
 __all__ = ["DuckDBEngine", "CONFLICT_RETRIES"]
@@ -43,6 +44,7 @@ __all__ = ["DuckDBEngine", "CONFLICT_RETRIES"]
 CONFLICT_RETRIES = 5  # extra tries of a whole write after a transaction conflict
 
 Run = Callable[..., list[tuple[Any, ...]]]  # run(sql, params=()) -> rows
+T = TypeVar("T")
 
 
 class _Conflict(Exception):
@@ -147,53 +149,80 @@ class DuckDBEngine:
 
     def write_partition(self, req: WriteRequest, cancel: CancelToken | None = None) -> int:
         self._writable()
-        token = cancel or CancelToken()
         value = partition_value(req.table, req.ds)
+
+        def body(run: Run) -> int:
+            rows = self._statements(req, value, run)
+            run(f"INSERT INTO {qident(MARKER_TABLE)} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [req.attempt_id, req.instance_id, req.table.name, req.ds, req.fingerprint, rows,
+                 datetime.now(UTC).replace(tzinfo=None)])
+            return rows
+
+        return self._transaction(req.instance_id, req.table, cancel, body, lambda exc: write_error(req, exc),
+                                 f"writing {req.table.name} partition {req.ds} failed: ")
+
+    def write_batch(self, req: BatchRequest, cancel: CancelToken | None = None) -> dict[str, int]:
+        """Replace every partition of the batch in one transaction; rows written per member ds."""
+        self._writable()
+
+        def body(run: Run) -> dict[str, int]:
+            for sql, params in batch_insert(req, "?"):
+                run(sql, params)
+            counted = per_member(req, run(*count_sql(req, "?")))
+            self._write_cursor().executemany(
+                f"INSERT INTO {qident(MARKER_TABLE)} VALUES (?, ?, ?, ?, ?, ?, ?)", marker_rows(req, counted))
+            return counted
+
+        return self._transaction(req.label, req.table, cancel, body, lambda exc: batch_error(req, exc),
+                                 f"writing {req.label} in one batch failed: ")
+
+    def _transaction(self, label: str, table: Table, cancel: CancelToken | None, body: Callable[[Run], T],
+                     failure: Callable[[Exception], EngineError], failed: str) -> T:
+        """`body` in one transaction on this thread's cursor: retried on a conflict, interruptible,
+        within the table's time limit (`failed` starts the message of a write that ran out of time)."""
+        token = cancel or CancelToken()
         for attempt in range(CONFLICT_RETRIES + 1):
             if token.cancelled:
-                raise WriteCancelled(f"{req.instance_id}: cancelled")
+                raise WriteCancelled(f"{label}: cancelled")
             try:
-                return self._write_once(req, value, token)
+                return self._once(label, table, token, body, failure, failed)
             except _Conflict as conflict:
                 if attempt == CONFLICT_RETRIES:
-                    raise write_error(req, conflict.exc) from conflict.exc
+                    raise failure(conflict.exc) from conflict.exc
                 time.sleep(0.02 * (2 ** attempt) + random.uniform(0, 0.02))
         raise AssertionError("unreachable")
 
-    def _write_once(self, req: WriteRequest, value: object, token: CancelToken) -> int:
+    def _once(self, label: str, table: Table, token: CancelToken, body: Callable[[Run], T],
+              failure: Callable[[Exception], EngineError], failed: str) -> T:
         cur = self._write_cursor()
         token.on_cancel(cur.interrupt)
 
         def run(sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
             if token.cancelled:
-                raise WriteCancelled(f"{req.instance_id}: cancelled")
+                raise WriteCancelled(f"{label}: cancelled")
             return cur.execute(sql, list(params)).fetchall()
 
-        seconds = req.table.timeout or self.timeout
+        seconds = table.timeout or self.timeout
         try:
             run("BEGIN TRANSACTION")
             try:
                 with time_limit(seconds, cur.interrupt) as limit:
                     try:
-                        rows = self._statements(req, value, run)
+                        out = body(run)
                     except duckdb.Error as exc:
                         if limit.expired and not token.cancelled:
-                            raise EngineError(f"writing {req.table.name} partition {req.ds} failed: "
-                                              + limit.message(req.table.name)) from exc
+                            raise EngineError(failed + limit.message(table.name)) from exc
                         raise
-                run(f"INSERT INTO {qident(MARKER_TABLE)} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [req.attempt_id, req.instance_id, req.table.name, req.ds, req.fingerprint, rows,
-                     datetime.now(UTC).replace(tzinfo=None)])
                 run("COMMIT")
-                return rows
+                return out
             except BaseException as exc:
                 _rollback(cur)
                 if token.cancelled:
-                    raise WriteCancelled(f"{req.instance_id}: cancelled") from exc
+                    raise WriteCancelled(f"{label}: cancelled") from exc
                 if isinstance(exc, duckdb.Error) and _is_conflict(exc):
                     raise _Conflict(exc) from exc
                 if isinstance(exc, duckdb.Error):
-                    raise write_error(req, exc) from exc
+                    raise failure(exc) from exc
                 raise
         finally:
             token.clear()

@@ -37,6 +37,7 @@ from .base import (
     selected_columns,
     write_error,
 )
+from .batch import BatchRequest
 from .lockdown import DUCKDB_CONFIG, TimeLimit, lock_down_duckdb, time_limit
 from .pg_pool import Pool
 
@@ -227,6 +228,13 @@ class PostgresEngine:
             run(sql, [value] * n)
         count = run(f"SELECT count(*) FROM {_TMP}").fetchone()
         return int(count[0]) if count else 0
+
+    def write_batch(self, req: BatchRequest, cancel: CancelToken | None = None) -> dict[str, int]:
+        if self.read_only:
+            raise EngineError("the PostgreSQL warehouse is open read-only")
+        from .postgres_batch import pg_write_batch
+
+        return pg_write_batch(self, req, cancel)
 
     def committed_attempt(self, attempt_id: str) -> int | None:
         try:
