@@ -8,7 +8,7 @@ DEMO   := demo
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/execute_overhead.py
 	$(BIN)/python bench/status_scale.py
+
+# SQLMesh and dbt-duckdb side by side (installs them under .peers/ the first time; several minutes)
+bench-peers: $(STAMP)
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache

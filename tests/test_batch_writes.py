@@ -26,7 +26,7 @@ def markers(eng: object) -> list[tuple[object, ...]]:
     return sorted(eng.query('SELECT attempt_id, ds, "rows" FROM _backfill_writes'))  # type: ignore[attr-defined]
 
 
-def test_tool_batched_members_replace_exactly_their_partitions(factory: Factory) -> None:
+def test_tool_batched_members_replace_exactly_their_partitions(factory: Factory) -> None:  # noqa: F811
     eng = factory(t := make_table())
     outside = VALUES.format("(9, 'keep', 0.5)")
     eng.write_batch(BatchRequest(t, (member(D[3], outside, "r0"),)))  # a partition outside the batch
@@ -40,7 +40,7 @@ def test_tool_batched_members_replace_exactly_their_partitions(factory: Factory)
     assert [m[2] for m in markers(eng) if str(m[0]).startswith("r1")] == [2, 2, 1, 1, 0, 0]
 
 
-def test_range_template_rows_outside_the_batch_are_left_out(factory: Factory) -> None:
+def test_range_template_rows_outside_the_batch_are_left_out(factory: Factory) -> None:  # noqa: F811
     eng = factory(t := make_table())
     range_sql = ("SELECT id, a, b, CAST(ds AS DATE) AS ds FROM (VALUES (1, 'x', 1.0, '2026-07-01'), "
                  "(2, 'y', 2.0, '2026-07-02'), (3, 'out', 3.0, '2026-07-04')) AS v(id, a, b, ds)")
@@ -52,7 +52,7 @@ def test_range_template_rows_outside_the_batch_are_left_out(factory: Factory) ->
     assert rows_of(eng, "t") == [(1, "x", 1.0, D[0]), (2, "y", 2.0, D[1])]
 
 
-def test_a_failing_member_leaves_every_partition_of_the_batch_old(factory: Factory) -> None:
+def test_a_failing_member_leaves_every_partition_of_the_batch_old(factory: Factory) -> None:  # noqa: F811
     eng = factory(t := make_table())
     old = BatchRequest(t, (member(D[0], VALUES.format("(1, 'old', 1.0)"), "r0"),
                            member(D[1], VALUES.format("(2, 'old', 2.0)"), "r0")))
