@@ -1,15 +1,10 @@
 """`backfill why INSTANCE`: one instance's run diagnosis, from the ledger and the specs.
 
-- what it reads: per upstream table, the partitions (compact inclusive ranges, from the instance's
-  recorded read set; a ledger without read sets gives the tables its SQL reads) and how many of them
-  the ledger holds;
-- what it waits for right now: its scheduled time, an operator's pause, an upstream instance, an
-  earlier date of its group, another backfill of the same apply, a concurrency slot, a worker, or an
-  apply to run it at all;
-- why it is blocked, followed from blocker to blocker down to the root cause; why it failed or was
-  paused; why a successful partition is stale (its spec changed, or a partition it read was written
-  after it);
-- its last attempt, with the first line of its error, and where the whole log is.
+What it reads (per upstream table: the partitions as compact ranges from its recorded read set, and
+how many the ledger holds; without read sets, the tables its SQL reads); what it waits for now (its
+scheduled time, an operator's pause, an upstream instance, an earlier date of its group, another
+backfill of the apply, a concurrency slot, a worker, an apply at all); its blockers down to the root
+cause; why a successful partition is stale; its last attempt and where the whole log is.
 """
 
 from __future__ import annotations
@@ -18,12 +13,14 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ..spec.model import Project
 from ..state.fingerprints import template_fingerprint
 from ..state.ledger import ACTIVE, InstanceRow, Ledger
+from .partition_ranges import expand as _expand
+from .partition_ranges import ranges_of
 
 __all__ = ["Diagnosis", "Link", "Read", "Wait", "diagnose", "ranges_of"]
 
@@ -77,32 +74,6 @@ class Diagnosis:
         return asdict(self)
 
 
-def ranges_of(values: Sequence[str], hourly: bool) -> list[list[str]]:
-    """Sorted ds texts as compact inclusive ranges of consecutive days (or hours)."""
-    step = timedelta(hours=1) if hourly else timedelta(days=1)
-    out: list[list[str]] = []
-    prev: datetime | None = None
-    for ds in sorted(set(values)):
-        at = datetime.fromisoformat(ds)
-        if prev is not None and at - prev == step:
-            out[-1][1] = ds
-        else:
-            out.append([ds, ds])
-        prev = at
-    return out
-
-
-def _expand(first: str, last: str) -> list[str]:
-    hourly = "T" in first
-    step = timedelta(hours=1) if hourly else timedelta(days=1)
-    at, end = datetime.fromisoformat(first), datetime.fromisoformat(last)
-    out: list[str] = []
-    while at <= end and len(out) <= 100_000:
-        out.append(at.strftime("%Y-%m-%dT%H" if hourly else "%Y-%m-%d"))
-        at += step
-    return out
-
-
 def _recorded_reads(row: InstanceRow) -> Mapping[str, Any] | None:
     """The instance's recorded read set (ledger column `reads`), None where the ledger has none."""
     raw = getattr(row, "reads", None)
@@ -116,12 +87,26 @@ class _Ledger:
 
     def __init__(self, ledger: Ledger, row: InstanceRow):
         self.ledger = ledger
-        self.rows = {r.id: r for r in ledger.instances()}
         self.row = row
+        self.rows = {r.id: r for r in ledger.instances(backfill=row.backfill)}  # its group, its blockers
+        self.active = [r for s in ("running", "waiting") for r in ledger.instances(status=s)]  # slots, backfills
         self._parts: dict[str, set[str]] = {}
+        self._loaded = {row.backfill}
+
+    def of_backfill(self, name: str) -> list[InstanceRow]:
+        if name not in self._loaded:
+            self.rows.update({r.id: r for r in self.ledger.instances(backfill=name)})
+            self._loaded.add(name)
+        return [r for r in self.rows.values() if r.backfill == name]
 
     def get(self, iid: str) -> InstanceRow | None:
-        return self.rows.get(iid)
+        """An instance of any backfill (upstream ids may name other backfills' instances)."""
+        if iid not in self.rows:
+            found = self.ledger.instance(iid)
+            if found is None:
+                return None
+            self.rows[iid] = found
+        return self.rows[iid]
 
     def present(self, table: str) -> set[str]:
         if table not in self._parts:
@@ -169,7 +154,7 @@ def _waits(view: _Ledger, project: Project, runtime: str | None, apply_running: 
         if up is not None and up.status not in DONE:
             then = "; it will end blocked" if up.status in BAD else ""
             out.append(Wait("upstream", f"upstream {_rel(u, bf)} ({up.status}){then}", u))
-    earlier = [r for r in view.rows.values() if r.backfill == bf and r.group == row.group
+    earlier = [r for r in view.of_backfill(bf) if r.group == row.group
                and r.position < row.position and r.status not in DONE]
     if earlier:
         day = min(r.position for r in earlier)
@@ -179,8 +164,8 @@ def _waits(view: _Ledger, project: Project, runtime: str | None, apply_running: 
         out.append(Wait("group", f"an earlier date of its group {row.group}: {names}{more}", first[0].id))
     if out:
         return out
-    others = sorted({r.backfill for r in view.rows.values() if r.backfill != bf and r.status in ("waiting", "running")})
-    running = [r for r in view.rows.values() if r.status == "running"]
+    others = sorted({r.backfill for r in view.active if r.backfill != bf})
+    running = [r for r in view.active if r.status == "running"]
     if not apply_running:
         again = "the next apply recovers and runs it" if row.status == "waiting" else "`backfill apply` runs it"
         out.append(Wait("apply", f"an apply: none is running; {again}"))
@@ -201,7 +186,7 @@ def _blocker(view: _Ledger, r: InstanceRow) -> InstanceRow | None:
     if m:
         return view.get(m.group(1))
     if err.startswith(EARLIER):
-        earlier = [x for x in view.rows.values() if x.backfill == r.backfill and x.group == r.group
+        earlier = [x for x in view.of_backfill(r.backfill) if x.group == r.group
                    and x.position < r.position and x.status in BAD and not (x.error or "").startswith(EARLIER)]
         if earlier:
             day = max(x.position for x in earlier)
