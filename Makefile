@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/backfill validate --project $(DEMO)
 	$(BIN)/backfill plan --project $(DEMO)
 	$(BIN)/backfill apply --project $(DEMO) --yes
-	$(BIN)/backfill instances tutorial_logical --date 2026-07-14 --project $(DEMO)
+	$(BIN)/backfill instances tutorial --date 2026-07-14 --project $(DEMO)
 	$(BIN)/backfill show dws_all --limit 8 --project $(DEMO)
 	$(BIN)/backfill status --project $(DEMO)
 	$(BIN)/backfill apply --project $(DEMO) --yes

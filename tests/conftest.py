@@ -83,11 +83,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture()
 def tutorial(tmp_path: Path) -> Path:
-    """A fresh copy of the retail tutorial project with its (small) source data."""
+    """A fresh copy of the retail tutorial project (two backfills, see tutorial_copy.py) with its source data."""
+    from tutorial_copy import copy_tutorial
+
     from backfill.spec.tutorial import generate_source_data
 
     project = tmp_path / "retail"
-    shutil.copytree(ROOT / "specs", project, ignore=shutil.ignore_patterns(".backfill", "data"))
+    copy_tutorial(project)
     generate_source_data(project)
     return project
 

@@ -158,3 +158,27 @@ def expected(project_dir: Path, table: str, ds: date, loaded_ods_dates: set[date
     else:
         raise KeyError(f"the oracle knows no table {table!r}")
     return sort_rows(rows)
+
+
+# ---------------------------------------------------------------- tables of tests/fixtures/lineage_tables
+def _orders_per_customer(project_dir: Path, days: Iterable[date], loaded: set[date] | None) -> list[Row]:
+    counts: dict[int, int] = {}
+    for day in days:
+        for order in ods_order(project_dir, day, loaded):
+            counts[order[2]] = counts.get(order[2], 0) + 1
+    return sort_rows(counts.items())
+
+
+def lineage_expected(project_dir: Path, table: str, ds: date, loaded: set[date]) -> list[Row]:
+    """cum_orders: orders from the first loaded day to ds; mtd_orders: from the 1st of ds's month to ds;
+    all_orders: every loaded day's orders (it reads every partition)."""
+    first = min(loaded)
+    if table == "cum_orders":
+        days = [first + timedelta(days=n) for n in range((ds - first).days + 1)]
+    elif table == "mtd_orders":
+        days = [ds.replace(day=1) + timedelta(days=n) for n in range(ds.day)]
+    elif table == "all_orders":
+        days = sorted(loaded)
+    else:
+        return expected(project_dir, table, ds, loaded)
+    return _orders_per_customer(project_dir, days, loaded)

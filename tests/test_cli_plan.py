@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tutorial_copy import copy_tutorial
 from typer.testing import CliRunner, Result
 
 from backfill.cli.main import _register_optional, app
@@ -23,7 +23,7 @@ BACKFILL = Path(sys.executable).parent / "backfill"
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "retail"
-    shutil.copytree(TUTORIAL, root, ignore=shutil.ignore_patterns(".backfill", "data"))
+    copy_tutorial(root)
     return root
 
 

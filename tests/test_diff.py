@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tutorial_copy import copy_tutorial
 from typer.testing import CliRunner, Result
 
 from backfill.cli.main import _register_optional, app
@@ -39,8 +40,7 @@ def repo(tmp_path: Path) -> Path:
     git(root, "init", "-q")
     git(root, "config", "user.email", "test@example.com")
     git(root, "config", "user.name", "Test")
-    ignore = shutil.ignore_patterns(".backfill", "data", "__pycache__")
-    shutil.copytree(TUTORIAL, root / "specs", ignore=ignore)
+    copy_tutorial(root / "specs")
     (root / "README.md").write_text("tutorial\n")
     commit(root, "tutorial specs")
     return root

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from datetime import date
 from pathlib import Path
 
 import pytest
+from tutorial_copy import copy_tutorial
 
 from backfill.plan.explain import plan_to_json, plan_to_markdown, plan_to_text
 from backfill.plan.planner import BackfillPlan, LedgerView
@@ -21,7 +21,7 @@ TODAY = date(2026, 7, 20)
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "retail"
-    shutil.copytree(TUTORIAL, root, ignore=shutil.ignore_patterns(".backfill", "data"))
+    copy_tutorial(root)
     (root / "backfills" / "zz_fields.yaml").write_text(
         "name: zz_fields\ntargets: [{table: dws_all, fields: [order_amt_1d]}, {table: dim_products}]\n"
         "scope: downstream\ndata_timestamp: [2026-07-02, 2026-07-01]\norder: descending\ngroups: 2\n"
@@ -80,8 +80,13 @@ def test_json_is_byte_stable_and_complete(project: Path) -> None:
     assert logical["tables"] == ["dim_customer", "dim_products", "fct_order_buy_di", "dws_all"]
     first = logical["instances"][0]
     assert set(first) == {"id", "table", "ds", "group", "position", "mode", "action", "fingerprint",
-                          "table_fingerprint", "upstream", "fields", "linked", "reason", "sql"}
+                          "table_fingerprint", "upstream", "fields", "linked", "reason", "sql", "reads"}
     assert first["fields"] == "all"
+    assert first["reads"] == {"ods_customer": [["2026-07-01", "2026-07-01"]]}  # dim_customer of 07-01
+    dws_last = logical["instances"][-1]
+    assert dws_last["id"] == "tutorial_logical/dws_all/2026-07-14"
+    assert dws_last["reads"] == {"fct_order_buy_di": [["2026-07-14", "2026-07-14"]],
+                                 "ods_order": [["2026-07-08", "2026-07-14"]]}
     fields = doc["backfills"][2]
     assert fields["runtime"] == "2026-08-01T02:00:00"
     assert fields["downstream_added"] == ["fct_order_buy_di"]

@@ -59,7 +59,7 @@ def test_init_writes_a_project_that_validates(tmp_path: Path) -> None:
     assert not (target / ".backfill").exists()
     checked = runner.invoke(app, ["validate", "--project", str(target), "--json"])
     assert checked.exit_code == 0, checked.output
-    assert json.loads(checked.stdout)["instances"] == 116
+    assert json.loads(checked.stdout)["instances"] == 147  # 7 tables x 21 days, one backfill
     again = runner.invoke(app, ["init", str(target)])
     assert again.exit_code == 1
     assert f"error: {target} exists and is not empty; choose a new folder" in again.output

@@ -343,7 +343,8 @@ def test_upstream_is_the_same_date_instances_of_upstream_tables_in_the_plan(tmp_
 def test_daily_reading_hourly_depends_on_its_24_hours(tmp_path: Path) -> None:
     hd = table("hd", "SELECT h.id, MAX(h.v) AS v FROM {{ ref('h') }} AS h\n"
                      "WHERE CAST(h.ds AS DATE) = DATE '{{ ds }}' GROUP BY h.id\n")
-    hh = child("hh", "h", granularity="hour")  # hourly reading hourly: the same hour
+    hh = table("hh", "SELECT t0.id, t0.v FROM {{ ref('h') }} AS t0 WHERE t0.ds = TIMESTAMP '{{ ts }}'\n",
+               granularity="hour")  # hourly reading hourly: the same hour
     plan = plan1(tmp_path, [HOURLY, hd, hh], targets=["h", "hd", "hh"], groups=2,
                  data_timestamp={"start": "2026-07-01", "end": "2026-07-02"})
     by_id = {i.id: i for i in plan.instances}
@@ -691,7 +692,7 @@ def test_a_partition_is_stale_when_its_upstream_was_rewritten_after_it(tmp_path:
     written[("a", "2026-07-02")] = 20.0  # a (not in this backfill) was rewritten after b of 07-02
     plan = plan_of(tmp_path / "p", "bf", _all_done(first, written))
     running = {(i.table, i.ds): i.reason for i in plan.instances if i.action != "done"}
-    assert running == {("b", "2026-07-02"): "upstream a was rewritten after it",
+    assert running == {("b", "2026-07-02"): "upstream a 2026-07-02 rewritten after",
                        ("c", "2026-07-02"): "upstream b/2026-07-02 runs first"}
 
 

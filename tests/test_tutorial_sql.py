@@ -8,7 +8,6 @@ oracle computed in plain Python from the source files.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from tutorial_copy import copy_tutorial
 
 from backfill.plan.planner import LedgerView, PlannedInstance, plan_backfill
 from backfill.plan.validate import Validated, validate_project
@@ -83,7 +83,7 @@ class Warehouse:
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
     project = tmp_path_factory.mktemp("tutorial") / "specs"
-    shutil.copytree(SPECS, project, ignore=shutil.ignore_patterns("data", ".backfill"))
+    copy_tutorial(project)
     counts = generate_source_data(project)
     assert all(n > 0 for n in counts.values())
     validated = validate_project(project, today=date(2026, 8, 1))

@@ -42,5 +42,8 @@ def register(app: typer.Typer) -> None:
             typer.echo((f"> {note}\n" if note else "") + plan_to_markdown(result.plans), nl=False)
         else:
             typer.echo(note + plan_to_text(result.plans, verbose), nl=False)
+        if fmt != "json":
+            for m in result.missing:
+                typer.echo(m.one_line())
         if out is not None and fmt != "json":
             typer.echo(f"saved plan to {out}; run `backfill apply {out}` to execute exactly this plan")

@@ -6,6 +6,7 @@ import json
 from collections import Counter, defaultdict
 from typing import Any
 
+from ..sql.readsets import read_set_json
 from .planner import BackfillPlan, PlannedInstance
 
 __all__ = ["plan_to_json", "plan_to_markdown", "plan_to_text", "instance_json"]
@@ -20,6 +21,7 @@ def instance_json(i: PlannedInstance, with_sql: bool = True) -> dict[str, Any]:
         "mode": i.mode, "action": i.action, "fingerprint": i.fingerprint,
         "table_fingerprint": i.table_fingerprint, "upstream": list(i.upstream),
         "fields": list(i.fields) if i.fields else "all", "linked": list(i.linked), "reason": i.reason,
+        "reads": read_set_json(i.reads),
     }
     if i.batch:
         out["batch"] = i.batch
@@ -41,7 +43,7 @@ def backfill_json(p: BackfillPlan) -> dict[str, Any]:
     return {
         "name": p.name, "key": p.key, "spec_file": p.spec_file, "runtime": p.runtime or "immediately",
         "order": p.order, "groups": [list(g) for g in p.group_dates], "tables": list(p.tables),
-        "downstream_added": list(p.downstream_added), "counts": p.counts(),
+        "downstream_added": list(p.downstream_added), "counts": p.counts(), "notes": list(p.notes),
         "retries": {"count": p.retries, "delay_seconds": p.retry_delay},
         "instances": [instance_json(i) for i in p.instances],
         **({"runs": {r.table: {"batch_size": r.batch_size, "mode": r.mode, "ranged": r.ranged,
@@ -93,6 +95,9 @@ def _table_rows(p: BackfillPlan) -> list[tuple[str, Counter[str], list[str], str
                 note.append("linked " + ", ".join(insts[0].linked))
         if t in p.downstream_added:
             note.append("downstream")
+        whole = sorted({t for i in insts for t, r in i.reads if r == "all"})
+        if whole:
+            note.append("reads every partition of " + ", ".join(whole) + " (no partition predicate)")
         upstream_changed = sum(1 for i in insts if i.reason.startswith("upstream"))
         if upstream_changed:
             note.append(f"{upstream_changed} stale because an upstream changes")
@@ -112,6 +117,7 @@ def plan_to_text(plans: tuple[BackfillPlan, ...] | list[BackfillPlan], verbose: 
                    f"{len(p.instances)} instance(s)")
         for g, dates in enumerate(p.group_dates, start=1):
             out.append(f"  group {g}: {len(dates)} date(s) {dates[0]} -> {dates[-1]}")
+        out.extend(f"  note: {n}" for n in p.notes)
         width = max([len(t) for t in p.tables] + [5])
         out.append(f"  {'table':<{width}}  {'new':>5} {'stale':>5} {'failed':>6} {'done':>5}  dates")
         for t, c, dss, note in _table_rows(p):
@@ -145,6 +151,9 @@ def plan_to_markdown(plans: tuple[BackfillPlan, ...] | list[BackfillPlan]) -> st
             cells = [f"`{t}`", *(str(cc[a]) for a in ("new", "stale", "failed", "done")), _span(dss), note]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+        out.extend(f"> {n}" for n in p.notes)
+        if p.notes:
+            out.append("")
         out.append("<details><summary>groups</summary>")
         out.append("")
         for g, dates in enumerate(p.group_dates, start=1):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from typing import Literal, cast
 
 from ..errors import SpecError, SpecErrors
 from ..spec.model import Backfill, DateInterval, Project, Table
 from ..sql.compiler import ProjectCompiler
+from ..sql.readsets import ReadSet
 from ..sql.templates import fmt_date
 from .batches import TableRun, assign_batches, table_runs
 from .dag import downstream_of, find_cycle, topological_order
+from .lineage import WriteIndex, WrittenTimes, chain_note, in_ranges, partition_cycle, rewritten_after, upstream_ids
 
 __all__ = [
     "Action",
@@ -42,6 +45,10 @@ class LedgerView:
     written: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (table, ds) -> last write time
     written_day: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (table, YYYY-MM-DD) -> latest
 
+    @cached_property
+    def times(self) -> WrittenTimes:
+        return WrittenTimes(self.written)
+
 
 @dataclass(frozen=True)
 class PlannedInstance:
@@ -62,6 +69,7 @@ class PlannedInstance:
     batch: str | None = None  # the batch it runs in (batches.py): `BACKFILL/TABLE/FIRST..LAST`
     batch_sql: str | None = None  # a range template's SELECT over its whole batch
     ranged: bool = False  # its SQL is a range template's (it selects the partition column too)
+    reads: ReadSet = ()  # the partitions it reads, per upstream table (sql/readsets.py)
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class BackfillPlan:
     retries: int = 0
     retry_delay: float = 0.0
     runs: tuple[TableRun, ...] = ()  # how each table runs: per partition or in batches
+    notes: tuple[str, ...] = ()  # what a reviewer should know about the order: reads across groups
 
     def counts(self) -> dict[str, int]:
         out = {"new": 0, "stale": 0, "done": 0, "failed": 0}
@@ -148,6 +157,13 @@ def project_graph(compiler: ProjectCompiler, at: datetime, params: Mapping[str, 
             graph[name] = table.depends_on or ()
             continue
         graph[name] = compiled.reads
+        own = dict(compiled.read_set).get(name)
+        if own is not None and in_ranges(ds, own):
+            file, line, col = _read_location(table, name)
+            errors.append(SpecError(
+                f"table '{name}' reads its own partition {ds} (partition cycle: {name} {ds} -> {ds}); it may "
+                "read only its other partitions, e.g. `ds = DATE '{{ ds_add(ds, -1) }}'`",
+                file=file, line=line, col=col, table=name))
         if table.depends_on is not None and set(table.depends_on) != set(compiled.reads):
             errors.append(_depends_on_error(table, compiled.reads))
     cycle = find_cycle(graph)
@@ -248,27 +264,38 @@ def _action(inst_id: str, mode: Mode, fp: str, table_fp: str, needed: Iterable[s
     return "new", "missing"
 
 
-def _upstream_change(ledger: LedgerView, table: Table, ds: str, reads: Iterable[str], tables: Mapping[str, Table],
-                     will_run: Mapping[str, bool], upstream: Iterable[str]) -> str:
+def _upstream_change(ledger: LedgerView, inst: PlannedInstance, upstream: Iterable[str],
+                     will_run: Mapping[str, bool]) -> str:
     """Why a partition that is current by its own SQL must still run: its inputs change or changed.
 
-    An upstream instance of this plan runs first, or an upstream partition of the same data timestamp
-    was written after this one (by another backfill, a rerun, set-success)."""
+    An upstream instance of this plan runs first, or a partition it read (any date) was written after
+    it (by another backfill, a rerun, set-success)."""
     for up_id in upstream:
         if will_run.get(up_id):
             return f"upstream {up_id.split('/', 1)[1]} runs first"
-    mine = ledger.written.get((table.name, ds))
+    mine = ledger.written.get((inst.table, inst.ds))
     if mine is None:
         return ""
-    for up in reads:
-        up_table = tables.get(up)
-        if up_table is None:
-            continue
-        theirs = ledger.written.get((up, ds)) if up_table.hourly == table.hourly else \
-            ledger.written_day.get((up, ds[:10]))
-        if theirs is not None and theirs > mine:
-            return f"upstream {up} was rewritten after it"
-    return ""
+    return rewritten_after(ledger.times, inst.reads, mine)
+
+
+def _check_partition_cycles(project: Project, drafts: Iterable[PlannedInstance],
+                            upstream: Mapping[str, list[str]]) -> None:
+    """A table reading its own partitions must not read one that (transitively) reads it."""
+    per: dict[str, list[str]] = {}
+    for i in drafts:
+        if any(t == i.table for t, _ in i.reads):
+            per.setdefault(i.table, []).append(i.id)
+    for tname, ids in per.items():
+        cycle = partition_cycle(ids, upstream)
+        if cycle:
+            table = project.tables[tname]
+            file, line, col = _read_location(table, tname)
+            shown = " -> ".join(c.rsplit("/", 1)[1] for c in cycle)
+            raise SpecErrors([SpecError(
+                f"partition cycle in table {tname} (A -> B: A reads B): {shown}; a table may read only "
+                "its own other partitions, e.g. `WHERE ds = DATE '{{ ds_add(ds, -1) }}'`",
+                file=file, line=line, col=col, table=tname)])
 
 
 def plan_backfill(
@@ -299,15 +326,11 @@ def plan_backfill(
     where = {d: (g, p) for g, chunk in enumerate(chunks, start=1) for p, d in enumerate(chunk)}
 
     errors: dict[tuple[object, ...], SpecError] = {}
-    by_day: dict[date, list[PlannedInstance]] = {d: [] for d in days}
-    ids_by: dict[tuple[str, date], list[str]] = {}
-    will_run: dict[str, bool] = {}
-    # one pass: tables come in dependency order, so upstream instances are known (and decided) first
-    for tname in order:
+    drafts: list[PlannedInstance] = []
+    for tname in order:  # first pass: every instance against the ledger alone
         table = project.tables[tname]
         mode: Mode = "skip" if _selected(spec.skip, tname) else "dry_run" if _selected(spec.dry_run, tname) else "run"
         fields = chosen_fields.get(tname)
-        up_tables = [(up, project.tables[up].hourly and table.hourly) for up in tables if up != tname]
         for ts in sorted(stamps[tname], reverse=spec.order == "descending"):
             ds = ds_text(ts, table.hourly)
             compiled = compiler.compile(table, ts, params, ds)
@@ -315,33 +338,39 @@ def plan_backfill(
                 for e in compiled:
                     errors.setdefault((e.file, e.line, e.col, e.message.split(" (table")[0]), e)
                 continue
-            day = ts.date()
-            inst_id = f"{name}/{tname}/{ds}"
-            ids_by.setdefault((tname, day), []).append(inst_id)
             if errors:
                 continue  # only collecting errors now
-            upstream: list[str] = []
-            for up, same_hour in up_tables:
-                if up in compiled.reads:
-                    upstream.extend([f"{name}/{up}/{ds}"] if same_hour else ids_by.get((up, day), ()))
+            inst_id = f"{name}/{tname}/{ds}"
             sql, fp, linked = compiled.sql, compiled.fingerprint, cast(tuple[str, ...], ())
             if fields:
                 sql, linked = compiler.field_selection(table, ts, params, fields)
                 fp = compiler.fingerprint(table, sql)
             needed = (*fields, *linked) if fields else table.field_names
-            group, pos = where[day]
+            group, pos = where[ts.date()]
             action, reason = _action(inst_id, mode, fp, compiled.fingerprint, needed, ledger, (tname, ds))
-            if action == "done" and mode == "run":
-                reason = _upstream_change(ledger, table, ds, compiled.reads, project.tables, will_run, upstream)
-                action = "stale" if reason else "done"
-            will_run[inst_id] = mode == "run" and action != "done"
-            by_day[day].append(PlannedInstance(
+            drafts.append(PlannedInstance(
                 id=inst_id, table=tname, ds=ds, group=group, position=pos, mode=mode, action=action,
-                sql=sql, fingerprint=fp, table_fingerprint=compiled.fingerprint,
-                upstream=tuple(sorted(upstream)), fields=fields, linked=linked, reason=reason,
+                sql=sql, fingerprint=fp, table_fingerprint=compiled.fingerprint, upstream=(),
+                fields=fields, linked=linked, reason=reason, reads=compiled.read_set,
             ))
     if errors:
         raise SpecErrors(errors.values())
+    # second pass, tables in dependency order and dates ascending: upstream and staleness across dates
+    index = WriteIndex((i.id, i.table, i.ds) for i in drafts)
+    upstream = {i.id: upstream_ids(i.id, i.reads, index) for i in drafts}
+    _check_partition_cycles(project, drafts, upstream)
+    will_run: dict[str, bool] = {}
+    final: dict[str, PlannedInstance] = {}
+    for i in sorted(drafts, key=lambda i: (order.index(i.table), i.ds)):
+        action, reason = i.action, i.reason
+        if action == "done" and i.mode == "run":
+            reason = _upstream_change(ledger, i, upstream[i.id], will_run)
+            action = "stale" if reason else "done"
+        will_run[i.id] = i.mode == "run" and action != "done"
+        final[i.id] = replace(i, action=action, reason=reason, upstream=tuple(upstream[i.id]))
+    by_day: dict[date, list[PlannedInstance]] = {d: [] for d in days}
+    for i in drafts:  # tables in dependency order, dates (and hours) in the chosen order
+        by_day[date.fromisoformat(i.ds[:10])].append(final[i.id])
     runs = table_runs(project, compiler, spec, order)
     instances = tuple(assign_batches([i for chunk in chunks for d in chunk for i in by_day[d]], runs, project,
                                      compiler, params, name))
@@ -352,4 +381,17 @@ def plan_backfill(
         group_dates=tuple(tuple(d.isoformat() for d in chunk) for chunk in chunks),
         tables=tuple(order), downstream_added=tuple(added), instances=instances,
         retries=retries.count, retry_delay=retries.delay_seconds, runs=runs,
+        notes=_order_notes(drafts, upstream, len(chunks)),
     )
+
+
+def _order_notes(drafts: list[PlannedInstance], upstream: Mapping[str, list[str]], groups: int) -> tuple[str, ...]:
+    """In words: reads that make groups wait for one another, or dates run out of the chosen order."""
+    where = {i.id: (i.group, i.position) for i in drafts}
+    notes = [chain_note({i: g for i, (g, _) in where.items()}, upstream, groups)]
+    ahead = sorted({where[i][0] for i, ups in upstream.items() for u in ups
+                    if where[u][0] == where[i][0] and where[u][1] > where[i][1]})
+    if ahead:
+        notes.append("in group(s) " + ", ".join(map(str, ahead)) + " some dates read partitions of dates that "
+                     "come later in the chosen order: those run first, out of order")
+    return tuple(n for n in notes if n)

@@ -147,7 +147,8 @@ def _state(recorded: Mapping[str, str | None], table: Table, current: str) -> St
 
 def compute_status(project: Project, groups: Iterable[tuple[str, str, str | None, list[str]]],
                    today: date, table: str | None = None, start: date | None = None,
-                   end: date | None = None) -> tuple[list[TableStatus], list[str]]:
+                   end: date | None = None, stale_reads: Iterable[tuple[str, str]] = ()
+                   ) -> tuple[list[TableStatus], list[str]]:
     """Per declared table, the state of each expected partition; and the undeclared tables recorded.
 
     `groups`: (table, field, template fingerprint, dates) as `Ledger.partition_groups` reads them."""
@@ -165,6 +166,9 @@ def compute_status(project: Project, groups: Iterable[tuple[str, str, str | None
             per_ds = by_field.setdefault(t, {})
             for ds in dss:
                 per_ds.setdefault(ds, {})[f] = tfp
+    by_reads: dict[str, list[str]] = {}
+    for t, ds in stale_reads:
+        by_reads.setdefault(t, []).append(ds)
     lo = start.isoformat() if start else "0000"
     hi = end.isoformat() + "~" if end else "9999"  # '~' sorts after 'T': an hourly ds of the last day is in
     out: list[TableStatus] = []
@@ -180,6 +184,9 @@ def compute_status(project: Project, groups: Iterable[tuple[str, str, str | None
                                     "stale"))
         for ds, recorded in fields.items():
             states[ds] = _state({**({"*": plain[ds]} if ds in plain else {}), **recorded}, spec, current)
+        for ds in by_reads.get(name, ()):  # computed from partitions rewritten (or stale) since
+            if states.get(ds) == "current":
+                states[ds] = "stale"
         dates = {ds: states[ds] for ds in sorted(states) if lo <= ds <= hi}
         out.append(TableStatus(name, spec.hourly, dates))
     return out, sorted(undeclared)
@@ -198,6 +205,7 @@ def project_status(root: Path, table: str | None = None, start: date | None = No
     if start and end and start > end:
         raise UserError(f"--from {start} is after --to {end}")
     ledger = open_ledger(project, create=False)
+    stale_reads: list[tuple[str, str]] = []
     where: str | None = None
     rows: list[tuple[str, str, str | None, list[str]]] = []
     if ledger is not None:
@@ -205,12 +213,25 @@ def project_status(root: Path, table: str | None = None, start: date | None = No
             url, _ = ledger_url(project)
             where = _where(project, url)
             rows = ledger.partition_groups(table)
+            stale_reads = _stale_by_reads(ledger)
         finally:
             ledger.close()
-    tables, undeclared = compute_status(project, rows, today or date.today(), table, start, end)
+    tables, undeclared = compute_status(project, rows, today or date.today(), table, start, end, stale_reads)
     totals: dict[str, int] = {s: sum(t.count(s) for t in tables) for s in STATES}
     totals["expected"] = sum(len(t.dates) for t in tables)
     return StatusReport(project.name, where, tuple(tables), tuple(undeclared) if table is None else (), totals)
+
+
+def _stale_by_reads(ledger: Any) -> list[tuple[str, str]]:
+    """Partitions whose recorded read set saw a partition rewritten (or stale) after them."""
+    from ..sql.readsets import read_set_of
+    from .lineage import WrittenTimes, stale_by_reads
+
+    reads = {k: read_set_of(v) for k, v in ledger.partition_reads().items()}
+    if not reads:
+        return []
+    written = ledger.written_times()
+    return list(stale_by_reads(WrittenTimes(written), written, reads))
 
 
 def _where(project: Project, url: str) -> str:

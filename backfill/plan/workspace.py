@@ -14,6 +14,7 @@ from ..errors import UserError
 from ..spec.model import Project
 from .explain import plan_to_json
 from .planner import BackfillPlan, LedgerView
+from .readiness import Missing, check_readiness
 from .validate import Validated, validate_project
 
 __all__ = ["PlanResult", "build_plans", "ledger_url", "open_ledger", "specs_fingerprint", "load_plan_file"]
@@ -83,6 +84,7 @@ class PlanResult:
     plans: tuple[BackfillPlan, ...]
     specs_fingerprint: str
     state_fingerprint: str
+    missing: tuple[Missing, ...] = ()  # upstream partitions read but neither planned nor present
 
     @property
     def plan_id(self) -> str:
@@ -109,7 +111,8 @@ def build_plans(root: Path, only: list[str] | None = None, today: date | None = 
     finally:
         if own and ledger is not None:
             ledger.close()
-    return PlanResult(validated, validated.plans, specs_fingerprint(root), state)
+    missing = check_readiness(validated.project, validated.plans, view, validated.graph)
+    return PlanResult(validated, validated.plans, specs_fingerprint(root), state, tuple(missing))
 
 
 def load_plan_file(path: Path) -> dict[str, Any]:

@@ -77,6 +77,9 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
         run = BackfillRun(name, rows, project.tables, engine, writer, pool, run_id, retries, retry_delay, on_change)
         run.apply_flags(ledger.flags([r.id for r in rows]))  # kills and pauses requested before it started
         run.earlier_attempts = ledger.attempt_counts([r.id for r in rows])
+        outside = sorted({u for r in rows for u in r.upstream} - {r.id for r in rows})
+        run.external = {r.id: r.status for n in range(0, len(outside), 500)
+                        for r in ledger.instances(ids=outside[n:n + 500])}
         run.start()
 
         def poll() -> None:

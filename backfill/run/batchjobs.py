@@ -62,8 +62,8 @@ def _unstartable(rows: Sequence[InstanceRow], batches: Mapping[str, list[Instanc
         start = members[0].position
         for r in members:
             if any(member_of.get(u) != k and group.get(u) == r.group and launch[u] > start
-                   for u in r.upstream if u in launch):
-                broken.append(k)
+                   for u in r.upstream if u in launch) or any(member_of.get(u) == k for u in r.upstream):
+                broken.append(k)  # (a member reading another member, like a cumulative total: one by one)
                 break
     return broken
 

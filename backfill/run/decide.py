@@ -9,10 +9,11 @@ and whether the backfill waits for its scheduled runtime.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ..plan.dag import topological_order
+from ..plan.lineage import WriteIndex, upstream_ids
 from ..plan.planner import BackfillPlan, PlannedInstance
 
 __all__ = ["Decision", "decide", "is_scheduled", "order_backfills"]
@@ -28,23 +29,42 @@ class Decision:
 def decide(plans: Sequence[BackfillPlan], graph: Mapping[str, Iterable[str]], pending: Set[str],
            now: float) -> list[Decision]:
     """Every backfill in dependency order with the instances that must run: not done, or still
-    pending from an apply that stopped before running them."""
-    return [Decision(plan, tuple(p for p in plan.instances if p.action != "done" or p.id in pending),
-                     is_scheduled(plan, now))
-            for plan in order_backfills(plans, graph)]
+    pending from an apply that stopped before running them.
+
+    Their `upstream` becomes the instances recorded by this apply (any backfill, group or date) that
+    write a partition they read; backfills whose instances read what another one writes come after it."""
+    todo = {plan.key: [p for p in plan.instances if p.action != "done" or p.id in pending] for plan in plans}
+    index = WriteIndex((p.id, p.table, p.ds) for items in todo.values() for p in items)
+    owner = {p.id: key for key, items in todo.items() for p in items}
+    after: dict[str, set[str]] = {plan.key: set() for plan in plans}
+    for key, items in todo.items():
+        fixed = []
+        for p in items:
+            ups = tuple(upstream_ids(p.id, p.reads, index))
+            after[key].update(owner[u] for u in ups if owner[u] != key)
+            fixed.append(p if ups == p.upstream else replace(p, upstream=ups))
+        todo[key] = fixed
+    return [Decision(plan, tuple(todo[plan.key]), is_scheduled(plan, now))
+            for plan in order_backfills(plans, graph, after)]
 
 
 def is_scheduled(plan: BackfillPlan, now: float) -> bool:
     return bool(plan.runtime) and datetime.fromisoformat(str(plan.runtime)).timestamp() > now
 
 
-def order_backfills(plans: Sequence[BackfillPlan], graph: Mapping[str, Iterable[str]]) -> list[BackfillPlan]:
-    """Backfills in dependency order: one that reads tables another writes runs after it (ties and
-    cycles keep the spec-file order)."""
+def order_backfills(plans: Sequence[BackfillPlan], graph: Mapping[str, Iterable[str]],
+                    after: Mapping[str, set[str]] | None = None) -> list[BackfillPlan]:
+    """Backfills in dependency order: one whose instances read partitions another one writes in this
+    apply (`after`), else one that reads tables another writes, runs after it (ties and cycles keep
+    the spec-file order)."""
     writes = {p.key: set(p.tables) for p in plans}
     reads = {p.key: {up for t in p.tables for up in _upstream_closure(t, graph)} for p in plans}
     edges = {p.key: [q.key for q in plans if q.key != p.key and reads[p.key] & writes[q.key]
                      and not (reads[q.key] & writes[p.key])] for p in plans}
+    for key, before in (after or {}).items():
+        for other in before:
+            if key not in (after or {}).get(other, set()) and other not in edges[key]:
+                edges[key].append(other)
     by_key = {p.key: p for p in plans}
     return [by_key[k] for k in topological_order(by_key, edges)]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..plan.planner import BackfillPlan, PlannedInstance
 from ..spec.model import Project
+from ..sql.readsets import read_set_json
 from ..state.fingerprints import template_fingerprint
 from ..state.ledger import Ledger
 from .decide import Decision
@@ -112,4 +113,5 @@ def _instance_row(p: PlannedInstance, backfill: str, seq: int, template_fp: str)
         "upstream": json.dumps(list(p.upstream)), "sql": p.sql, "fingerprint": p.fingerprint,
         "table_fingerprint": p.table_fingerprint, "run_id": "", "template_fingerprint": template_fp,
         "batch": p.batch, "batch_sql": p.batch_sql, "ranged": p.ranged,
+        "reads": json.dumps(read_set_json(p.reads), separators=(",", ":")),
     }

@@ -13,8 +13,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import takewhile
 from typing import Any
 
 from ..spec.model import Table
@@ -26,6 +27,7 @@ from .writer import LedgerWriter
 __all__ = ["BackfillRun", "Outcome", "GroupProgress"]
 
 BAD = ("failed", "paused", "blocked", "killed")
+ENDED = ("success", "dry_run", *BAD)
 
 
 @dataclass
@@ -80,7 +82,15 @@ class BackfillRun:
                 self.jobs[m].token = self.jobs[lead].token
         self._held: set[str] = set()
         self._kill: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)  # notified on every status change
+        self._todo: dict[int, list[_Job]] = {}  # per started group, what has not started or settled
+        self._idle: set[int] = set()
+        self._released: set[str] = set()
+        self._bad_at: dict[int, int] = {}  # per group, the first position where something ended badly
+        self._inflight = 0  # handed to the pool, not ended
+        self.external: dict[str, str] = {}  # statuses of upstream instances of other backfills
+        self.wait_external = False  # False: those ended before this run, or never run in it
         self._host = socket.gethostname()
 
     # ------------------------------------------------------------------ steering from other terminals
@@ -112,6 +122,9 @@ class BackfillRun:
                 p.done += 1
             elif status in BAD:
                 p.failed += 1
+                g = job.row.group
+                self._bad_at[g] = min(self._bad_at.get(g, job.row.position), job.row.position)
+            self._cond.notify_all()
         now = time.time()
         vals: dict[str, object] = {"status": status, **values}
         if status in ("success", "dry_run", "failed", "paused", "blocked", "killed"):
@@ -139,67 +152,99 @@ class BackfillRun:
                                          "error": None, "rows": None})
 
     def run_group(self, group: int) -> dict[str, int]:
-        ids = self.groups.get(group, [])
-        days: dict[int, list[_Job]] = {}
-        for iid in ids:
-            job = self.jobs[iid]
-            if self.leader.get(iid, iid) == iid:  # a batch member runs with (and where) its leader
-                days.setdefault(job.row.position, []).append(job)
-        broken = False
-        for position in sorted(days):
-            if broken:
-                for job in days[position]:
-                    for member in self._members(job):
-                        self._set(member, "blocked", error="an earlier date of its group failed or was paused")
-                continue
-            self._run_day(days[position])
-            broken = any(j.status in BAD for j in days[position])
+        """Run one group's instances: a date after the previous one of its group has ended, each
+        instance (or batch) once every partition it reads that this apply writes is written.
+
+        Reads win over the group's order: when every started group waits and nothing runs, the
+        instances whose upstream has ended well are released out of their group's order; an upstream
+        that ended badly (or cannot run any more) blocks its readers. Nothing waits forever."""
+        jobs = sorted((self.jobs[i] for i in self.groups.get(group, [])), key=lambda j: (j.row.position, j.row.seq))
+        todo = [j for j in jobs if self.leader.get(j.row.id, j.row.id) == j.row.id]  # members go with leaders
+        cursor = 0
+        with self._cond:
+            self._todo[group] = todo
+        while todo:
+            ready: list[_Job] = []
+            with self._cond:
+                while cursor < len(jobs) and jobs[cursor].status in ENDED:
+                    cursor += 1
+                gate = jobs[cursor].row.position if cursor < len(jobs) else -1
+                bad_at = self._bad_at.get(group)
+                if bad_at is not None:
+                    for job in [j for j in todo if j.row.position > bad_at]:
+                        for member in self._members(job):
+                            self._set(member, "blocked", error="an earlier date of its group failed or was paused")
+                        todo.remove(job)
+                front = list(takewhile(lambda j, gate=gate: j.row.position == gate, todo))  # type: ignore[misc]
+                if self._released:
+                    front += [j for j in todo if j.row.id in self._released and j.row.position != gate]
+                for job in front:
+                    verdict = self._verdict(job)
+                    if verdict is None:
+                        continue
+                    if verdict:
+                        for member in self._members(job):
+                            self._set(member, "blocked", error=verdict)
+                    else:
+                        ready.append(job)
+                    todo.remove(job)
+                if not ready and todo:
+                    self._idle.add(group)
+                    if self._stuck():
+                        self._release()
+                    else:
+                        self._cond.wait(0.5)
+                    self._idle.discard(group)
+            for job in ready:
+                self._dispatch(job)
+        with self._cond:
+            self._cond.notify_all()  # a group with nothing left to start may leave the others stuck
+            while any(j.status not in ENDED for j in jobs):  # the group ends when its instances have
+                self._cond.wait(0.5)
         p = self.progress[group]
         return {"total": p.total, "done": p.done, "failed": p.failed}
 
-    def _run_day(self, jobs: list[_Job]) -> None:
-        todo = {j.row.id: j for j in jobs}
-        running: dict[Future[Any], _Job] = {}
-        while todo or running:
-            progressed = False
-            for iid in list(todo):
-                job = todo[iid]
-                ups = self._waits_for(job)
-                if any(u.status in BAD for u in ups):
-                    bad = next(u for u in ups if u.status in BAD)
+    def _verdict(self, job: _Job) -> str | None:
+        """'' when every upstream of the unit ended well; None while one may still; else why it is blocked."""
+        waiting = False
+        for u in self._waits_for(job):
+            other = self.jobs.get(u)
+            status = other.status if other is not None else self.external.get(u, "success")
+            if status in BAD:
+                return f"upstream {u} {status}"
+            if status in ("success", "dry_run"):
+                continue
+            if other is None and not self.wait_external:  # it ran before this backfill or it never will
+                return f"upstream {u} {status}: it has not run before this backfill"
+            waiting = True
+        return None if waiting else ""
+
+    def _stuck(self) -> bool:
+        """Every group that has started waits and nothing runs: only a release makes progress."""
+        active = {g for g, todo in self._todo.items() if todo}
+        return bool(active) and active <= self._idle and self._inflight == 0
+
+    def _release(self) -> None:
+        ready = [j for todo in self._todo.values() for j in todo if self._verdict(j) == ""]
+        if ready:
+            self._released.update(j.row.id for j in ready)
+        else:  # a cycle of reads (validate refuses them): never wait forever
+            for todo in self._todo.values():
+                for job in todo:
                     for member in self._members(job):
-                        self._set(member, "blocked", error=f"upstream {bad.row.id} {bad.status}")
-                elif all(u.status in ("success", "dry_run") for u in ups):
-                    del todo[iid]
-                    progressed = True
-                    fut = self._dispatch(job)
-                    if fut is not None:
-                        running[fut] = job
-                    continue
-                else:
-                    continue
-                del todo[iid]
-                progressed = True
-            if running:
-                finished, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    job = running.pop(fut)
-                    self._finish(job, fut)
-            elif todo and not progressed:  # pragma: no cover - upstream outside this day never resolves
-                for job in todo.values():
-                    for member in self._members(job):
-                        self._set(member, "blocked", error="its upstream did not run")
+                        self._set(member, "blocked", error="its upstream can never run: the reads form a cycle")
                 todo.clear()
+        self._cond.notify_all()
 
     def _members(self, job: _Job) -> list[_Job]:
         """The jobs a unit settles: a batch's members (its leader first), else the job alone."""
         return [self.jobs[m] for m in self.units.get(job.row.id, [job.row.id])]
 
-    def _waits_for(self, job: _Job) -> list[_Job]:
-        """What a unit waits for: its members' upstream in this run, outside the unit."""
+    def _waits_for(self, job: _Job) -> list[str]:
+        """What a unit waits for: its members' upstream (in this run or another backfill's), outside the unit."""
         members = self.units.get(job.row.id, [job.row.id])
         ups = dict.fromkeys(u for m in members for u in self.jobs[m].row.upstream)
-        return [self.jobs[u] for u in ups if u in self.jobs and u not in members]
+        return [u for u in ups if u not in members]
 
     def _dispatch(self, job: _Job) -> Future[Any] | None:
         """Start an instance, or settle it at once (skip, dry-run, held, killed)."""
@@ -215,7 +260,7 @@ class BackfillRun:
                         f"paused by an operator (with its batch {job.row.batch}); `backfill resume` runs it"
                     self._set(self.jobs[m], "killed" if killed else "paused", error=why)
                 return None
-            return self.pool.submit(execute_batch, self, self._members(job))
+            return self._submit(job, execute_batch, self, self._members(job))
         if killed:
             self._set(job, "killed", error="killed before it started")
         elif job.row.mode == "skip":
@@ -225,8 +270,16 @@ class BackfillRun:
         elif job.row.mode == "dry_run":
             self._set(job, "dry_run", started_at=time.time())
         else:  # stays `waiting` until a worker of the max_parallel pool takes it
-            return self.pool.submit(self._execute, job)
+            return self._submit(job, self._execute, job)
         return None
+
+    def _submit(self, job: _Job, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Hand a unit to the pool; its end settles its members and wakes the waiting groups."""
+        with self._cond:
+            self._inflight += 1
+        fut = self.pool.submit(fn, *args)
+        fut.add_done_callback(lambda f, job=job: self._finish(job, f))  # type: ignore[misc]
+        return fut
 
     def _finish(self, job: _Job, fut: Future[Any]) -> None:
         members = self._members(job)
@@ -235,9 +288,11 @@ class BackfillRun:
             outs = result if isinstance(result, dict) else {job.row.id: result}
         except BaseException as exc:  # noqa: BLE001 - an instance never takes the run down
             outs = {m.row.id: Outcome("failed", error=f"{type(exc).__name__}: {exc}") for m in members}
-        for m in members:
-            out = outs[m.row.id]
-            self._set(m, out.status, rows=out.rows, error=out.error, ended_at=out.ended_at)
+        with self._cond:
+            self._inflight -= 1
+            for m in members:
+                out = outs[m.row.id]
+                self._set(m, out.status, rows=out.rows, error=out.error, ended_at=out.ended_at)
 
     def _execute(self, job: _Job) -> Outcome:
         row = job.row

@@ -22,6 +22,7 @@ from ..errors import SpecError, snippet
 from ..spec.model import Project, Table
 from .fields import field_signatures, linked_fields, prune_projection
 from .functions import source_path_problem
+from .readsets import ReadSet, ShapeReads
 from .sqlcheck import ShapeCheck, SqlProblem, check_sql, partition_type
 from .templates import (
     CompiledTemplate,
@@ -33,7 +34,7 @@ from .templates import (
     strip_marks,
 )
 
-__all__ = ["CompiledSql", "ProjectCompiler", "fingerprint"]
+__all__ = ["CompiledSql", "ProjectCompiler", "ReadSet", "fingerprint"]
 
 _MARKED = re.compile("\ue000([^\ue001]*)\ue001")
 
@@ -49,8 +50,9 @@ def fingerprint(*parts: str) -> str:
 @dataclass(frozen=True)
 class CompiledSql:
     sql: str  # engine SQL of the whole table's SELECT
-    reads: tuple[str, ...]  # upstream tables
+    reads: tuple[str, ...]  # upstream tables (not itself: its own earlier partitions are in read_set)
     fingerprint: str
+    read_set: ReadSet = ()  # (upstream table, inclusive ds ranges or "all"), by table name
 
 
 def _placeholder(value: str, slot: int) -> str | None:
@@ -87,6 +89,7 @@ class ProjectCompiler:
         self._signatures: dict[tuple[str, str], dict[str, Any]] = {}
         self._signatures_of: dict[str, str] = {}  # table -> write signature
         self._reads: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
+        self._read_sets = ShapeReads(project)
         for name, table in sorted(project.tables.items()):
             try:
                 self.templates[name] = CompiledTemplate(table, self.physical, self.source_ref, project.dialect)
@@ -165,8 +168,8 @@ class ProjectCompiler:
         key = (check.reads, rendered.refs)
         reads = self._reads.get(key)
         if reads is None:
-            reads = self._reads[key] = tuple(sorted(set(check.reads) | set(rendered.refs)))
-        return CompiledSql(sql, reads, self.fingerprint(table, sql))
+            reads = self._reads[key] = tuple(sorted((set(check.reads) | set(rendered.refs)) - {table.name}))
+        return CompiledSql(sql, reads, self.fingerprint(table, sql), self._read_sets.read_set(table, rendered, check))
 
     def ranged(self, table: Table) -> bool:
         """The table's template selects a range of partitions (it uses start_ds / end_ds)."""

@@ -126,9 +126,6 @@ def check_sql(
                                        line, col, name))
         elif name not in reads:
             reads.append(name)
-    if table.name in reads:
-        line, col = 1, 1
-        problems.append(SqlProblem(f"table '{table.name}' reads itself", line, col, table.name))
     if problems:
         return ShapeCheck(tuple(problems), tuple(reads), has_table_functions=table_functions)
 

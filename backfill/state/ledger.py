@@ -7,6 +7,7 @@ own run history is not relied on. Schema version 2; `Ledger.open` creates, check
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -75,6 +76,21 @@ class Ledger(LockTable):
             .group_by(T_PARTITIONS.c.table_name, T_PARTITIONS.c.ds)
         with self.engine.connect() as conn:
             return {(str(t), str(d)): float(w) for t, d, w in conn.execute(q)}
+
+    def partition_reads(self, table: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+        """(table, ds) -> the read set its last write recorded (instances recorded with one only)."""
+        p, i = T_PARTITIONS, T_INSTANCES
+        q = sa.select(p.c.table_name, p.c.ds, p.c.written_at, i.c.reads).join(i, i.c.id == p.c.instance_id) \
+            .where(i.c.reads.is_not(None), i.c.reads != "{}")
+        if table:
+            q = q.where(p.c.table_name == table)
+        best: dict[tuple[str, str], tuple[float, str]] = {}
+        with self.engine.connect() as conn:
+            for t, d, w, r in conn.execute(q):
+                key = (str(t), str(d))
+                if key not in best or float(w) > best[key][0]:
+                    best[key] = (float(w), str(r))
+        return {k: json.loads(r) for k, (_, r) in best.items()}
 
     @staticmethod
     def empty_state_fingerprint() -> str:

@@ -65,6 +65,9 @@ T_INSTANCES = sa.Table(
     sa.Column("batch", sa.String(400)),  # the batch it runs in (consecutive partitions, one statement); NULL: alone
     sa.Column("batch_sql", sa.Text),  # a range template's SELECT over the whole batch
     sa.Column("ranged", sa.Boolean),  # its SQL selects the partition column too (a range template)
+    # JSON read set: {"table": [["2026-07-01", "2026-07-07"]]} (inclusive ds ranges, null = unbounded)
+    # or {"table": "all"}; NULL = recorded before read sets existed
+    sa.Column("reads", sa.Text),
 )
 T_ATTEMPTS = sa.Table(
     "bf_attempts", meta,
@@ -135,6 +138,7 @@ class InstanceRow:
     batch: str | None = None  # the batch it runs in with other partitions of its table
     batch_sql: str | None = None  # a range template's SELECT over the whole batch
     ranged: bool = False  # its SQL selects the partition column too (a range template)
+    reads: dict[str, Any] | None = None  # its read set (see T_INSTANCES.reads); None = not recorded
 
     @property
     def duration(self) -> float | None:
@@ -153,6 +157,7 @@ def instance_row(r: Any) -> InstanceRow:
         ended_at=r.ended_at, rows=r.rows, error=r.error, held=bool(r.held), kill_requested=bool(r.kill_requested),
         template_fingerprint=r.template_fingerprint, run_id=r.run_id or None,
         batch=r.batch, batch_sql=r.batch_sql, ranged=bool(r.ranged),
+        reads=json.loads(r.reads) if getattr(r, "reads", None) else None,
     )
 
 

@@ -1,0 +1,135 @@
+"""Upstream readiness: is every partition an instance reads there, or written by the plan first?
+
+For the instances a plan runs: a read partition of a table that neither the plans nor the ledger
+ever wrote is refused (`never_built`: one `error:` line naming the table, the dates and what would
+build it); a read partition missing from a table that exists is a warning (`Missing`), listed per
+table as compact date ranges with the instances that read it (a 7-day window reaching before the
+first loaded day, typically). Ranges without an end and "all" reads are not enumerated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..errors import UserError
+from ..spec.model import Project
+from .dag import downstream_of
+from .lineage import WriteIndex
+from .planner import BackfillPlan, LedgerView
+
+__all__ = ["Missing", "check_readiness", "compact"]
+
+_LIMIT = 20_000  # partitions enumerated per read range at most (a window, not a decade)
+
+
+@dataclass(frozen=True)
+class Missing:
+    table: str
+    ranges: tuple[str, ...]  # compact: "2026-06-18..2026-06-23"
+    readers: tuple[str, ...]  # instance ids, sorted
+
+    def one_line(self) -> str:
+        shown = ", ".join(self.readers[:3]) + (f" and {len(self.readers) - 3} more" if len(self.readers) > 3 else "")
+        return (f"warning: {self.table} {', '.join(self.ranges)}: read but neither written by this plan nor "
+                f"present in the ledger (read by {shown}); those reads see no rows")
+
+
+def _partitions(lo: str, hi: str, hourly: bool) -> Iterable[str]:
+    fmt, step = ("%Y-%m-%dT%H", timedelta(hours=1)) if hourly else ("%Y-%m-%d", timedelta(days=1))
+    t, end = datetime.strptime(lo, fmt), datetime.strptime(hi, fmt)
+    for _ in range(_LIMIT):
+        if t > end:
+            return
+        yield t.strftime(fmt)
+        t += step
+
+
+def compact(dss: Iterable[str], hourly: bool) -> tuple[str, ...]:
+    """Sorted partitions as runs: ("2026-07-01..2026-07-03", "2026-07-05")."""
+    fmt, step = ("%Y-%m-%dT%H", timedelta(hours=1)) if hourly else ("%Y-%m-%d", timedelta(days=1))
+    out: list[list[str]] = []
+    for ds in sorted(set(dss)):
+        if out and (datetime.strptime(out[-1][1], fmt) + step).strftime(fmt) == ds:
+            out[-1][1] = ds
+        else:
+            out.append([ds, ds])
+    return tuple(a if a == b else f"{a}..{b}" for a, b in out)
+
+
+def check_readiness(project: Project, plans: Sequence[BackfillPlan], view: LedgerView,
+                    graph: Mapping[str, Iterable[str]]) -> list[Missing]:
+    """The missing upstream partitions, per table; raises UserError for a never-built table."""
+    index = WriteIndex((i.id, i.table, i.ds) for p in plans for i in p.instances)
+    present = {t: set(view.times.present(t)) for t in project.tables}
+    for table, ds in view.partitions:
+        present.setdefault(table, set()).add(ds)
+    built = {t for t, dss in present.items() if dss} | index.tables()
+    never: dict[str, tuple[BackfillPlan, list[str], set[str]]] = {}
+    missing: dict[str, dict[str, list[str]]] = {}
+    for plan in plans:
+        for i in plan.instances:
+            if i.action == "done":
+                continue
+            for table, ranges in i.reads:
+                if table not in project.tables:
+                    continue
+                if table not in built:
+                    entry = never.setdefault(table, (plan, [], set()))
+                    entry[1].append(i.id)
+                    if isinstance(ranges, str):
+                        entry[2].add("every partition")
+                    else:
+                        entry[2].update(f"{lo or '…'}..{hi or '…'}" if lo != hi else str(lo) for lo, hi in ranges)
+                    continue
+                if isinstance(ranges, str):
+                    continue
+                hourly = project.tables[table].hourly
+                written = set(index.dates(table)) | present.get(table, set())
+                for lo, hi in ranges:
+                    if lo is None or hi is None:
+                        continue
+                    for ds in _partitions(lo, hi, hourly):
+                        if ds not in written:
+                            missing.setdefault(table, {}).setdefault(ds, []).append(i.id)
+    if never:
+        table = sorted(never)[0]
+        plan, readers, dates = never[table]
+        raise UserError(_never_built(project, plan, table, readers, dates, graph, plans))
+    return [Missing(t, compact(per, project.tables[t].hourly), tuple(sorted({r for rs in per.values() for r in rs})))
+            for t, per in sorted(missing.items())]
+
+
+def _span(dates: set[str]) -> str:
+    if "every partition" in dates:
+        return "every partition"
+    parts = sorted(dates)
+    firsts = [p.split("..")[0] for p in parts]
+    lasts = [p.split("..")[-1] for p in parts]
+    lo, hi = min(firsts), max(lasts)
+    return lo if lo == hi else f"{lo}..{hi}"
+
+
+def _never_built(project: Project, plan: BackfillPlan, table: str, readers: list[str], dates: set[str],
+                 graph: Mapping[str, Iterable[str]], plans: Sequence[BackfillPlan]) -> str:
+    reader = sorted(readers)[0].split("/")[1]
+    planned = {p.key for p in plans}
+    builders = []
+    for spec in sorted(project.backfills.values(), key=lambda b: b.key):
+        if spec.key in planned:
+            continue
+        tables = {t.table for t in spec.targets}
+        if spec.scope.mode == "downstream":
+            tables |= set(downstream_of(sorted(tables), graph, spec.scope.depth, spec.scope.exclude))
+        if table in tables:
+            builders.append(spec.name or spec.key)
+    ups = sorted(graph.get(table, ()))
+    if builders:
+        fix = f"apply backfill {builders[0]} first (it builds {table})"
+    elif ups:
+        fix = f"add {table} to the targets, or use `scope: downstream` from {', '.join(ups)}"
+    else:
+        fix = f"add {table} to the targets of a backfill"
+    return (f"{plan.spec_file}: {reader} reads {table} {_span(dates)}, which was never built and this plan "
+            f"does not build it; {fix}")
