@@ -122,7 +122,10 @@ def test_probe_is_refused_at_validate(runner: CliRunner, tmp_path: Path, probe: 
 def test_allow_functions_extends_the_list_and_plan_says_so(runner: CliRunner, tmp_path: Path) -> None:
     root = project(tmp_path, {
         "project.yaml": (BASE / "project.yaml").read_text() + "allow_functions: [md5_number_upper, hash]\n",
-        "sql/fct_order.sql": FCT.format("CAST(md5_number_upper(o.order_id::VARCHAR) AS VARCHAR)")})
+        "sql/fct_order.sql": FCT.format("CAST(md5_number_upper(o.order_id::VARCHAR) AS VARCHAR)"),
+        # what fct_order reads is built too: `plan` refuses reads of a table nothing ever built
+        "backfills/ods.yaml": "name: ods\ntargets: [{table: ods_order}, {table: ods_customer}]\n"
+                              "data_timestamp: {start: 2026-07-01, end: 2026-07-05}\n"})
     code, errors = errors_of(runner, root)
     assert (code, errors) == (0, [])
     result = runner.invoke(cli_main.app, ["plan", "--project", str(root)])

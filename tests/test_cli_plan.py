@@ -64,12 +64,19 @@ def test_text_summary_line(project: Path) -> None:
 
 
 def test_only_the_named_backfills(project: Path) -> None:
-    result = run(project, "tutorial_logical")
+    result = run(project, "tutorial_integration")
     assert result.exit_code == 0, result.output
-    assert "tutorial_integration" not in result.stdout
-    assert "Plan: 56 new, 0 stale, 0 failed, 0 done." in result.stdout
-    by_key = run(project, "logical_tables", "--json")
-    assert [b["name"] for b in json.loads(by_key.stdout)["backfills"]] == ["tutorial_logical"]
+    assert "tutorial_logical" not in result.stdout
+    assert "Plan: 60 new, 0 stale, 0 failed, 0 done." in result.stdout
+    by_key = run(project, "integration", "--json")
+    assert [b["name"] for b in json.loads(by_key.stdout)["backfills"]] == ["tutorial_integration"]
+    # the logical tables alone read integration tables nothing has built yet: refused, saying what builds them
+    alone = run(project, "tutorial_logical")
+    assert alone.exit_code == 1
+    assert alone.stderr.splitlines() == [
+        "error: backfills/logical_tables.yaml: dim_customer reads ods_customer 2026-07-01..2026-07-14, which was "
+        "never built and this plan does not build it; apply backfill tutorial_integration first (it builds "
+        "ods_customer)"]
 
 
 def test_markdown_has_a_table_per_backfill(project: Path) -> None:
@@ -82,7 +89,7 @@ def test_markdown_has_a_table_per_backfill(project: Path) -> None:
 
 
 def test_verbose_lists_every_instance(project: Path) -> None:
-    result = run(project, "tutorial_logical", "-v")
+    result = run(project, "-v")
     assert result.exit_code == 0
     assert result.stdout.count("    + tutorial_logical/") == 56
 
@@ -136,10 +143,10 @@ def test_a_spec_error_exits_1_naming_file_line_col(project: Path) -> None:
 def test_field_selection_and_linked_fields_in_the_plan(project: Path) -> None:
     (project / "backfills" / "amt.yaml").write_text(
         "name: amt\ntargets: [{table: dws_all, fields: [order_amt_1d]}]\ndata_timestamp: 2026-07-03\n")
-    result = run(project, "amt", "--json")
+    result = run(project, "--json")  # with the backfills that build what dws_all reads
     assert result.exit_code == 0, result.output
-    (inst,) = json.loads(result.stdout)["backfills"][0]["instances"]
+    (inst,) = next(b for b in json.loads(result.stdout)["backfills"] if b["name"] == "amt")["instances"]
     assert inst["fields"] == ["order_amt_1d"] and inst["linked"] == ["avg_order_amt_1d"]
     assert inst["fingerprint"] != inst["table_fingerprint"]
-    text = run(project, "amt").stdout
+    text = run(project).stdout
     assert "[fields order_amt_1d; linked avg_order_amt_1d]" in text

@@ -228,7 +228,10 @@ def _changed_by_upstream(old: dict[tuple[str, str], PlannedInstance], head: Back
     partitions change too (the plan runs them; see planner._upstream_change)."""
     touched: set[str] = set()
     out: set[tuple[str, str]] = set()
-    for i in head.instances if head else ():  # execution order: upstream instances come first
+    rank = {t: n for n, t in enumerate(head.tables)} if head else {}
+    # tables in dependency order, dates ascending: what an instance reads (any date, its own table's
+    # earlier dates too) is decided before it
+    for i in sorted(head.instances, key=lambda i: (rank.get(i.table, 0), i.ds)) if head else ():
         a = old.get((i.table, i.ds))
         if i.mode != "run":
             continue

@@ -9,6 +9,7 @@ first loaded day, typically). Ranges without an end and "all" reads are not enum
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -68,7 +69,10 @@ def check_readiness(project: Project, plans: Sequence[BackfillPlan], view: Ledge
     built = {t for t, dss in present.items() if dss} | index.tables()
     never: dict[str, tuple[BackfillPlan, list[str], set[str]]] = {}
     missing: dict[str, dict[str, list[str]]] = {}
+    now = time.time()
     for plan in plans:
+        if plan.runtime and datetime.fromisoformat(plan.runtime).timestamp() > now:
+            continue  # starts later (`serve`): what it reads may be built by then
         for i in plan.instances:
             if i.action == "done":
                 continue

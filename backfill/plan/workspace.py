@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from ..spec.model import Project
+from .across import stale_across_backfills
 from .explain import plan_to_json
 from .planner import BackfillPlan, LedgerView
 from .readiness import Missing, check_readiness
@@ -111,8 +112,9 @@ def build_plans(root: Path, only: list[str] | None = None, today: date | None = 
     finally:
         if own and ledger is not None:
             ledger.close()
-    missing = check_readiness(validated.project, validated.plans, view, validated.graph)
-    return PlanResult(validated, validated.plans, specs_fingerprint(root), state, tuple(missing))
+    plans = stale_across_backfills(validated.plans)
+    missing = check_readiness(validated.project, plans, view, validated.graph)
+    return PlanResult(replace(validated, plans=plans), plans, specs_fingerprint(root), state, tuple(missing))
 
 
 def load_plan_file(path: Path) -> dict[str, Any]:
