@@ -22,9 +22,9 @@ from backfill.state.ledger import Ledger
 
 BACKFILL = str(Path(sys.executable).parent / "backfill")
 SLOW = "tutorial_integration/ods_order/2026-07-02"
-WHERE = "WHERE CAST(order_time AS DATE) = DATE '{{ ds }}'"
-SLOW_CLAUSE = ("{% if ds == '2026-07-02' %}\n  AND (SELECT sum(hash(r.range)) FROM range(20000000000) AS r) "
-               "IS NOT NULL{% endif %}")
+WHERE = "WHERE CAST(order_time AS DATE) BETWEEN DATE '{{ start_ds }}' AND DATE '{{ end_ds }}'"
+SLOW_CLAUSE = ("{% if start_ds <= '2026-07-02' <= end_ds %}\n  AND (SELECT sum(hash(r.range)) "
+               "FROM range(20000000000) AS r) IS NOT NULL{% endif %}")  # the batch holding 07-02
 
 
 def _wait_running(project: Path, proc: subprocess.Popen[str]) -> None:

@@ -131,6 +131,8 @@ def _reads(view: _Ledger, project: Project, graph: Mapping[str, Sequence[str]]) 
     for table in tables:
         spec = recorded.get(table) if recorded is not None else None
         have = view.present(table)
+        if isinstance(spec, list) and any(a is None or b is None for a, b in spec):
+            spec = "all"  # a range open at one end (`ds < ...`): shown as every partition
         if spec == "all":
             out.append(Read(table, "all", len(have), None, by_table.get(table, [])))
         elif isinstance(spec, list):
