@@ -9,11 +9,17 @@ from backfill.cli.instances_view import backfill_lines, by_date_lines
 from backfill.plan.partition_ranges import expand, ranges_of
 from backfill.run.operations import released
 from backfill.state.ledger import InstanceRow
+from backfill.state.pages import DateCount, PageRow
 
 BASE = InstanceRow(id="", backfill="", table="", ds="", group=1, position=0, seq=0, mode="run", fields=None,
                    linked=(), upstream=(), sql="SELECT 1", fingerprint="f", table_fingerprint="t", status="success",
                    attempts=1, started_at=1_780_000_000.0, ended_at=1_780_000_004.5, rows=1234567, error=None,
                    held=False, kill_requested=False)
+
+
+def page(r: InstanceRow) -> PageRow:
+    return PageRow(r.id, r.backfill, r.table, r.ds, r.group, r.mode, r.status, r.attempts, r.started_at, r.ended_at,
+                   r.rows, r.error)
 
 
 def row(backfill: str, table: str, ds: str, **values: object) -> InstanceRow:
@@ -28,18 +34,19 @@ def test_instances_page_never_wider_than_80_columns_whatever_the_names() -> None
                 error="BinderException: " + "Referenced column \"amount_usd\" not found in FROM clause! " * 5),
             row(name, "u", "2026-07-02", status="blocked", started_at=None, rows=None, attempts=0,
                 error=f"upstream {name}/t/2026-07-02 failed")]
-    lines = backfill_lines(name, rows, [r.status for r in rows], 80)
+    counts = {"blocked": 1, "failed": 1, "success": 1}
+    lines = backfill_lines(name, [page(r) for r in rows], counts, 80)
     assert max(len(line) for line in lines) <= 80, "\n".join(lines)
     assert any(line.startswith("dws_customer_lifetime_value") and "…  " in line for line in lines)
     assert "    upstream t/2026-07-02 failed" in lines  # ids relative to the backfill, in errors too
     assert any(line.startswith("    BinderException: ") and line.endswith("… see logs") for line in lines)
     assert any(line.startswith("cut errors: `backfill logs q3_reload_of_every") for line in lines)
-    days = by_date_lines(name, rows, 80)
+    days = by_date_lines(name, [DateCount(name, r.ds, r.status, 1, r.started_at, r.ended_at) for r in rows], counts, 80)
     assert max(len(line) for line in days) <= 80, "\n".join(days)
     assert [line.split()[:2] for line in days[-3:]] == [
         ["ds", "status"], ["2026-07-01T05", "success"], ["2026-07-02", "failed"]]
     assert days[-1].endswith("  2  1 blocked, 1 failed")
-    wide = backfill_lines(name, rows, [r.status for r in rows], 400)  # a wide terminal: nothing cut
+    wide = backfill_lines(name, [page(r) for r in rows], counts, 400)  # a wide terminal: nothing cut
     assert not any("…" in line for line in wide) and all(len(line) <= 400 for line in wide)
 
 

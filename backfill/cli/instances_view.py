@@ -11,12 +11,13 @@ import json
 import shutil
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..run.operations import rollup
-from ..state.ledger import InstanceRow, Ledger
+from ..state.ledger import Ledger
+from ..state.pages import DateCount, PageRow, date_counts, page_rows, status_counts
 
 __all__ = ["MIN_WIDTH", "Snapshot", "View", "backfill_lines", "by_date", "by_date_lines", "counts_text"]
 
@@ -24,8 +25,8 @@ MIN_WIDTH = 60  # below this, lines may be wider than the terminal
 CUT = "… see logs"
 
 
-def counts_text(statuses: Sequence[str]) -> str:
-    return ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+def counts_text(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{counts[s]} {s}" for s in sorted(counts))
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -53,14 +54,14 @@ def _duration(d: float | None) -> str:
     return f"{int(d // 3600)}h{int(d % 3600 // 60):02d}m"
 
 
-def _title(name: str, statuses: Sequence[str], width: int) -> list[str]:
-    return _wrap(f"{name}: {rollup(statuses)} ({counts_text(statuses)})", width)
+def _title(name: str, counts: Mapping[str, int], width: int) -> list[str]:
+    return _wrap(f"{name}: {rollup(counts)} ({counts_text(counts)})", width)
 
 
-def backfill_lines(name: str, rows: Sequence[InstanceRow], statuses: Sequence[str], width: int) -> list[str]:
+def backfill_lines(name: str, rows: Sequence[PageRow], counts: Mapping[str, int], width: int) -> list[str]:
     """One backfill: a title with its rolled-up status, then one line per instance (and its error)."""
     width = max(width, MIN_WIDTH)
-    lines = _title(name, statuses, width)
+    lines = _title(name, counts, width)
     prefix = f"{name}/"
     cells = [(r.id.removeprefix(prefix), str(r.group), r.status, _clock(r.started_at, "%m-%d %H:%M:%S"),
               _clock(r.ended_at, "%H:%M:%S"), _duration(r.duration), "-" if r.rows is None else str(r.rows))
@@ -88,36 +89,37 @@ def backfill_lines(name: str, rows: Sequence[InstanceRow], statuses: Sequence[st
     return lines
 
 
-def by_date(rows: Sequence[InstanceRow]) -> list[dict[str, Any]]:
-    """Per data timestamp: rolled-up status, counts, first start and last end."""
-    days: dict[str, list[InstanceRow]] = {}
-    for r in rows:
-        days.setdefault(r.ds, []).append(r)
+def by_date(found: Sequence[DateCount]) -> list[dict[str, Any]]:
+    """Per data timestamp of one backfill: rolled-up status, counts, first start and last end."""
+    days: dict[str, list[DateCount]] = {}
+    for d in found:
+        days.setdefault(d.ds, []).append(d)
     out = []
     for ds in sorted(days):
-        statuses = [r.status for r in days[ds]]
-        starts = [r.started_at for r in days[ds] if r.started_at]
-        ends = [r.ended_at for r in days[ds] if r.ended_at]
-        out.append({"ds": ds, "status": rollup(statuses), "instances": len(statuses),
-                    "counts": {s: statuses.count(s) for s in sorted(set(statuses))},
+        counts = {d.status: d.count for d in days[ds]}
+        status = rollup(counts)
+        starts = [d.started_at for d in days[ds] if d.started_at]
+        ends = [d.ended_at for d in days[ds] if d.ended_at]
+        out.append({"ds": ds, "status": status, "instances": sum(counts.values()),
+                    "counts": dict(sorted(counts.items())),
                     "started_at": min(starts) if starts else None,
-                    "ended_at": max(ends) if ends and rollup(statuses) in ("success", "failed") else None})
+                    "ended_at": max(ends) if ends and status in ("success", "failed") else None})
     return out
 
 
-def by_date_lines(name: str, rows: Sequence[InstanceRow], width: int) -> list[str]:
+def by_date_lines(name: str, found: Sequence[DateCount], counts: Mapping[str, int], width: int) -> list[str]:
     """One backfill by data timestamp: the "Data Backfill Name - Data Timestamp" rows."""
     width = max(width, MIN_WIDTH)
-    lines = _title(name, [r.status for r in rows], width)
-    days = by_date(rows)
+    lines = _title(name, counts, width)
+    days = by_date(found)
     wds = max([2, *(len(d["ds"]) for d in days)])
     lines.append(f"{'ds':<{wds}}  {'status':<7} {'start':<14} {'time':>6} {'n':>3}  counts")
     for d in days:
-        counts = ", ".join(f"{n} {s}" for s, n in d["counts"].items())
+        text = counts_text(d["counts"])
         span = d["ended_at"] - d["started_at"] if d["ended_at"] and d["started_at"] else None
         left = (f"{d['ds']:<{wds}}  {d['status']:<7} {_clock(d['started_at'], '%m-%d %H:%M:%S'):<14} "
                 f"{_duration(span):>6} {d['instances']:>3}  ")
-        lines.append(left + _cut(counts, width - len(left))[0])
+        lines.append(left + _cut(text, width - len(left))[0])
     return lines
 
 
@@ -141,38 +143,35 @@ class View:
         from ..errors import UserError
 
         width = width or shutil.get_terminal_size((80, 24)).columns
-        every = ledger.instances(backfill=self.backfill)
-        if self.backfill and not every:
+        counts = status_counts(ledger, self.backfill)
+        if self.backfill and not counts:
             raise UserError(f"no backfill '{self.backfill}' in the ledger")
-        rows = every if self.status is None and self.ds is None else \
-            ledger.instances(backfill=self.backfill, status=self.status, ds=self.ds)
-        shown: dict[str, list[InstanceRow]] = {}
-        for r in rows:
+        rollups = {name: rollup(c) for name, c in counts.items()}
+        shown: dict[str, list[Any]] = {}
+        found: Sequence[DateCount | PageRow] = (
+            date_counts(ledger, self.backfill, self.status, self.ds) if self.by_date
+            else page_rows(ledger, self.backfill, self.status, self.ds))
+        for r in found:
             shown.setdefault(r.backfill, []).append(r)
-        statuses: dict[str, list[str]] = {}
-        for r in every:
-            statuses.setdefault(r.backfill, []).append(r.status)
-        rollups = {name: rollup(s) for name, s in statuses.items()}
         if self.as_json:
-            return Snapshot(json.dumps({"backfills": [self._json(name, insts, statuses[name], rollups[name])
-                                                      for name, insts in shown.items()]},
+            return Snapshot(json.dumps({"backfills": [self._json(name, items, counts[name], rollups[name])
+                                                      for name, items in shown.items()]},
                                        indent=2, sort_keys=True), rollups)
-        lines: list[str] = [] if rows else ["no instances match"]
-        for name, insts in shown.items():
+        lines: list[str] = [] if found else ["no instances match"]
+        for name, items in shown.items():
             if lines:
                 lines.append("")
-            lines += by_date_lines(name, insts, width) if self.by_date else \
-                backfill_lines(name, insts, statuses[name], width)
+            lines += by_date_lines(name, items, counts[name], width) if self.by_date else \
+                backfill_lines(name, items, counts[name], width)
         return Snapshot("\n".join(lines), rollups)
 
-    def _json(self, name: str, rows: Sequence[InstanceRow], statuses: Sequence[str], status: str) -> dict[str, Any]:
-        doc: dict[str, Any] = {"name": name, "status": status,
-                               "counts": {s: statuses.count(s) for s in sorted(set(statuses))}}
+    def _json(self, name: str, items: Sequence[Any], counts: Mapping[str, int], status: str) -> dict[str, Any]:
+        doc: dict[str, Any] = {"name": name, "status": status, "counts": dict(counts)}
         if self.by_date:
-            doc["dates"] = by_date(rows)
+            doc["dates"] = by_date(items)
         else:
             doc["instances"] = [
                 {"id": r.id, "table": r.table, "ds": r.ds, "group": r.group, "status": r.status, "mode": r.mode,
                  "started_at": r.started_at, "ended_at": r.ended_at, "duration": r.duration, "rows": r.rows,
-                 "attempts": r.attempts, "error": r.error} for r in rows]
+                 "attempts": r.attempts, "error": r.error} for r in items]
         return doc

@@ -16,9 +16,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
+
 from ..spec.model import Project
 from ..state.fingerprints import template_fingerprint
 from ..state.ledger import ACTIVE, InstanceRow, Ledger
+from ..state.schema import T_INSTANCES, instance_row
 from .partition_ranges import expand as _expand
 from .partition_ranges import ranges_of
 
@@ -83,21 +86,38 @@ def _recorded_reads(row: InstanceRow) -> Mapping[str, Any] | None:
 
 
 class _Ledger:
-    """The ledger rows a diagnosis looks at, read once."""
+    """The ledger rows a diagnosis looks at, each read by a narrow query (a backfill may hold 100,000)."""
 
     def __init__(self, ledger: Ledger, row: InstanceRow):
         self.ledger = ledger
         self.row = row
-        self.rows = {r.id: r for r in ledger.instances(backfill=row.backfill)}  # its group, its blockers
-        self.active = [r for s in ("running", "waiting") for r in ledger.instances(status=s)]  # slots, backfills
+        self.rows: dict[str, InstanceRow] = {row.id: row}
         self._parts: dict[str, set[str]] = {}
-        self._loaded = {row.backfill}
 
-    def of_backfill(self, name: str) -> list[InstanceRow]:
-        if name not in self._loaded:
-            self.rows.update({r.id: r for r in self.ledger.instances(backfill=name)})
-            self._loaded.add(name)
-        return [r for r in self.rows.values() if r.backfill == name]
+    def _select(self, *where: Any) -> list[InstanceRow]:
+        q = sa.select(T_INSTANCES).where(*where).order_by(T_INSTANCES.c.position, T_INSTANCES.c.seq)
+        with self.ledger.engine.connect() as conn:
+            found = [instance_row(r) for r in conn.execute(q)]
+        self.rows.update((r.id, r) for r in found)
+        return found
+
+    def earlier(self, r: InstanceRow, statuses: Sequence[str], negate: bool = False,
+                skip_group_blocked: bool = False) -> list[InstanceRow]:
+        """Instances of r's backfill and group at an earlier date, with (or without) those statuses."""
+        c = T_INSTANCES.c
+        where = [c.backfill == r.backfill, c.grp == r.group, c.position < r.position,
+                 c.status.not_in(statuses) if negate else c.status.in_(statuses)]
+        if skip_group_blocked:
+            where.append(sa.or_(c.error.is_(None), c.error.not_like(f"{EARLIER}%")))
+        return self._select(*where)
+
+    def active(self) -> tuple[list[InstanceRow], list[str]]:
+        """Running instances (few: at most max_parallel), and the backfills with any waiting or running."""
+        c = T_INSTANCES.c
+        with self.ledger.engine.connect() as conn:
+            names = [str(n) for (n,) in conn.execute(sa.select(c.backfill).distinct()
+                                                      .where(c.status.in_(("waiting", "running"))))]
+        return self._select(c.status == "running"), sorted(names)
 
     def get(self, iid: str) -> InstanceRow | None:
         """An instance of any backfill (upstream ids may name other backfills' instances)."""
@@ -156,8 +176,7 @@ def _waits(view: _Ledger, project: Project, runtime: str | None, apply_running: 
         if up is not None and up.status not in DONE:
             then = "; it will end blocked" if up.status in BAD else ""
             out.append(Wait("upstream", f"upstream {_rel(u, bf)} ({up.status}){then}", u))
-    earlier = [r for r in view.of_backfill(bf) if r.group == row.group
-               and r.position < row.position and r.status not in DONE]
+    earlier = view.earlier(row, DONE, negate=True)
     if earlier:
         day = min(r.position for r in earlier)
         first = sorted((r for r in earlier if r.position == day), key=lambda r: r.seq)
@@ -166,8 +185,8 @@ def _waits(view: _Ledger, project: Project, runtime: str | None, apply_running: 
         out.append(Wait("group", f"an earlier date of its group {row.group}: {names}{more}", first[0].id))
     if out:
         return out
-    others = sorted({r.backfill for r in view.active if r.backfill != bf})
-    running = [r for r in view.active if r.status == "running"]
+    running, active = view.active()
+    others = [name for name in active if name != bf]
     if not apply_running:
         again = "the next apply recovers and runs it" if row.status == "waiting" else "`backfill apply` runs it"
         out.append(Wait("apply", f"an apply: none is running; {again}"))
@@ -188,8 +207,7 @@ def _blocker(view: _Ledger, r: InstanceRow) -> InstanceRow | None:
     if m:
         return view.get(m.group(1))
     if err.startswith(EARLIER):
-        earlier = [x for x in view.of_backfill(r.backfill) if x.group == r.group
-                   and x.position < r.position and x.status in BAD and not (x.error or "").startswith(EARLIER)]
+        earlier = view.earlier(r, BAD, skip_group_blocked=True)
         if earlier:
             day = max(x.position for x in earlier)
             return min((x for x in earlier if x.position == day), key=lambda x: (x.status == "blocked", x.seq))
@@ -255,7 +273,7 @@ def _summary(row: InstanceRow, waits: Sequence[Wait], chain: Sequence[Link], sta
         return "running"
     if row.status == "blocked" and chain:
         root = chain[-1]
-        return f"blocked: root cause {_rel(root.id, bf)} {root.status}" + (f" ({root.error})" if root.error else "")
+        return f"blocked: root cause {_rel(root.id, bf)} {root.status}"
     if row.status in BAD:
         return f"{row.status}" + (f": {row.error}" if row.error else "")
     if stale:
