@@ -76,3 +76,8 @@ def test_released_leaves_what_a_failure_still_blocks() -> None:
     # b also reads c (failed, not released): b and what follows b stay blocked
     mixed = [a, replace(b, upstream=(a.id, c.id)), a2, b2, c, c2]
     assert released(mixed, [a.id], run_roots=True) == [a.id]
+    # an upstream of another backfill: released only when it succeeded
+    other = [a, replace(b, upstream=(a.id, "other/x/2026-07-01")), a2, b2, c, c2]
+    assert set(released(other, [a.id], run_roots=True, outside={"other/x/2026-07-01": "success"})) == {
+        a.id, b.id, a2.id, b2.id}
+    assert released(other, [a.id], run_roots=True, outside={"other/x/2026-07-01": "failed"}) == [a.id]

@@ -29,7 +29,7 @@ __all__ = ["Diagnosis", "Link", "Read", "Wait", "diagnose", "ranges_of"]
 
 DONE = ("success", "dry_run")
 BAD = ("failed", "paused", "blocked", "killed")
-_UPSTREAM = re.compile(r"upstream (\S+) (\w+)$")
+_UPSTREAM = re.compile(r"upstream (\S+) (\w+)\b")
 EARLIER = "an earlier date of its group"
 
 

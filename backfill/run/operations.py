@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from ..errors import UserError
@@ -56,11 +56,18 @@ def downstream_ids(rows: list[InstanceRow], start: Iterable[str]) -> list[str]:
     return seen
 
 
-def released(rows: list[InstanceRow], roots: Iterable[str], run_roots: bool) -> list[str]:
+def released(rows: list[InstanceRow], roots: Iterable[str], run_roots: bool,
+             outside: Mapping[str, str] | None = None) -> list[str]:
     """What runs when `roots` are released: the roots themselves (`run_roots`) and the `blocked`
     instances behind them (their downstream, the later dates of their group), less any that still has
-    an upstream or an earlier date of its group outside this set that did not succeed."""
+    an upstream or an earlier date of its group outside this set that did not succeed. `rows` are one
+    backfill's; `outside` gives the statuses of upstream instances of other backfills."""
     by_id = {r.id: r for r in rows}
+    elsewhere = outside or {}
+
+    def ok(u: str) -> bool:
+        return (by_id[u].status if u in by_id else elsewhere.get(u, "success")) in ("success", "dry_run")
+
     root_ids = [i for i in dict.fromkeys(roots) if i in by_id]
     starts = [by_id[i] for i in root_ids]
     first_of: dict[int, int] = {}
@@ -76,8 +83,7 @@ def released(rows: list[InstanceRow], roots: Iterable[str], run_roots: bool) -> 
             if r.id not in keep and r.status not in ("success", "dry_run"):
                 stuck[r.group] = min(stuck.get(r.group, r.position), r.position)
         drop = {i for i in keep if by_id[i].position > stuck.get(by_id[i].group, by_id[i].position)
-                or any(u not in keep and (u in by_id and by_id[u].status not in ("success", "dry_run"))
-                       for u in by_id[i].upstream)}
+                or any(u not in keep and not ok(u) for u in by_id[i].upstream)}
         if not drop:
             return [i for i in chosen if i in keep]
         keep -= drop
@@ -160,7 +166,7 @@ class Operations:
         if not paused:
             return name, [], len(held)
         all_rows = self.ledger.instances(backfill=name)
-        chosen = released(all_rows, paused, run_roots=True)
+        chosen = released(all_rows, paused, run_roots=True, outside=self._outside(all_rows))
         skipped = {r.id for r in all_rows if r.mode == "skip"}
         self.ledger.set_flags([i for i in chosen if i in skipped], mode="run")
         return name, chosen, len(held)
@@ -168,7 +174,14 @@ class Operations:
     def to_release(self, instance: str) -> tuple[str, list[str]]:
         """What an instance (now successful) was blocking and may run: `set-success --resume`."""
         name, _ = resolve(self.ledger, instance)
-        return name, released(self.ledger.instances(backfill=name), [instance], run_roots=False)
+        rows = self.ledger.instances(backfill=name)
+        return name, released(rows, [instance], run_roots=False, outside=self._outside(rows))
+
+    def _outside(self, rows: list[InstanceRow]) -> dict[str, str]:
+        """Statuses of the upstream instances of other backfills that these rows read."""
+        mine = {r.id for r in rows}
+        ids = sorted({u for r in rows for u in r.upstream if u not in mine})
+        return {r.id: r.status for n in range(0, len(ids), 500) for r in self.ledger.instances(ids=ids[n:n + 500])}
 
     def to_rerun(self, target: str, failed_only: bool, instances: list[str], downstream: bool
                  ) -> tuple[str, list[str]]:
