@@ -261,3 +261,124 @@ def test_integration_source_read_still_works_on_postgres(pg: PgServer, tmp_path:
         assert engine.query('SELECT ds, count(*) FROM "ods" GROUP BY ds') == [(date(2026, 7, 1), 2)]
     finally:
         engine.close()
+
+
+# ------------------------------------------------------------------ bounded rendering
+
+RENDER_PROBES = {
+    "format_filter": ("{{ '%2000000000d'|format(1) }}", "format width 2000000000 is too large"),
+    "str_format": ("{{ '{:>2000000000}'.format('a') }}", "format width 2000000000 is too large"),
+    "center": ("{{ 'a'.center(2000000000) }}", "str.center would make 2,000,000,000 characters"),
+    "ljust_filter_chain": ("{{ ('a'|center(900000)).ljust(2000000000) }}", "str.ljust would make"),
+    "join": ("{{ ('x' * 100000)|join('y' * 100000) }}", "the join filter would make 10,000,000,000"),
+    "replace": ("{{ ('a' * 100000).replace('a', 'b' * 100000) }}", "str.replace would make 10,000,000,000"),
+    "power_chain": ("{{ ((10 ** 100) ** 100) ** 100 }}", "'**' would make a number of more than 100,000 bits"),
+    "range_nesting": ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+                      "rendering took longer than 1 s"),
+    "silent_recursion": ("{% macro f(n) %}{% set y = f(n + 1) %}{% endmacro %}{% set x = f(1) %}",
+                         "macros call each other more than 50 deep"),
+    "doubling": ("{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+                 "joining text with '~' would make 1,048,576 characters"),
+    "output": ("{% for i in range(30) %}{{ 'x' * 50000 }}{% endfor %}", "the rendered SQL is longer than 1,000,000"),
+}
+
+
+@pytest.mark.parametrize("probe", sorted(RENDER_PROBES))
+def test_rendering_is_bounded_in_time_and_memory(probe: str) -> None:
+    import tracemalloc
+    from datetime import datetime
+
+    from backfill.sql.templates import CompiledTemplate, RenderContext, TemplateFailure, quote_literal
+
+    source, message = RENDER_PROBES[probe]
+    table = Table(name="t", kind="fact", fields=(Field("c", "VARCHAR"),), template=Template(source, "t.sql"),
+                  spec_file="t.yaml")
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateFailure) as info:
+            CompiledTemplate(table, lambda n: n, quote_literal, "duckdb").render(
+                RenderContext(datetime(2026, 7, 1), False, {}))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.message.startswith("template exceeds a rendering limit: ")
+    assert message in info.value.message
+    assert peak < 64 * 2**20, f"rendering took {peak / 2**20:.0f} MB before it was stopped"
+
+
+# ------------------------------------------------------------------ files that are not what they seem
+
+def test_fifo_symlink_loops_folders_and_huge_files_are_refused(runner: CliRunner, tmp_path: Path) -> None:
+    import os
+
+    root = project(tmp_path, {})
+    os.mkfifo(root / "tables" / "pipe.yaml")
+    os.symlink("loop.yaml", root / "tables" / "loop.yaml")
+    (root / "tables" / "folder.yaml").mkdir()
+    (root / "backfills" / "huge.yaml").write_text("name: huge\n# " + "x" * 2_000_000 + "\n")
+    os.symlink("x.sql", root / "sql" / "x.sql")
+    os.mkfifo(root / "sql" / "p.sql")
+    for name, sql in (("a", "../sql/x.sql"), ("b", "../sql/p.sql")):
+        (root / "tables" / f"{name}.yaml").write_text(
+            f"name: {name}\nkind: fact\nfields: [{{name: x, type: BIGINT}}]\nsql: {sql}\n")
+    code, errors = errors_of(runner, root)
+    assert code == 1
+    assert errors == [
+        "error: backfills/huge.yaml: cannot read file: the file is 2,000,014 bytes, more than the 1,000,000 "
+        "a spec or template may have; split it",
+        "error: tables/a.yaml:4:6: sql: template file '../sql/x.sql' is a symbolic link loop; "
+        "point sql: at a regular file",
+        "error: tables/b.yaml:4:6: sql: cannot read template file '../sql/p.sql': not a regular file "
+        "(a FIFO, folder or device); give a regular file",
+        "error: tables/folder.yaml: cannot read file: not a regular file (a FIFO, folder or device); "
+        "give a regular file",
+        "error: tables/loop.yaml: cannot read file: Too many levels of symbolic links; give a regular file",
+        "error: tables/pipe.yaml: cannot read file: not a regular file (a FIFO, folder or device); "
+        "give a regular file",
+    ]
+    assert not (root / ".backfill").exists()
+
+
+def test_byte_order_mark_is_stripped(runner: CliRunner, tmp_path: Path) -> None:
+    root = project(tmp_path, {})
+    for rel in ("sql/fct_order.sql", "project.yaml", "tables/dws_customer.yaml"):
+        (root / rel).write_bytes(b"\xef\xbb\xbf" + (root / rel).read_bytes())
+    assert errors_of(runner, root) == (0, [])
+
+
+# ------------------------------------------------------------------ command-line values
+
+def test_show_refuses_dates_that_are_not_real(runner: CliRunner, tmp_path: Path) -> None:
+    root = project(tmp_path, {})
+    for value, why in (("2026-02-30", "day is out of range for month"),
+                       ("garbage", "Invalid isoformat string: 'garbage'"),
+                       ("2026-07-01T05:30", "not of the form YYYY-MM-DD")):
+        code, errors = errors_of(runner, root, "fct_order", "--date", value, command="show")
+        assert (code, errors) == (2, [f"error: --date '{value}' is not a real date or hour ({why}); "
+                                      "give YYYY-MM-DD (or YYYY-MM-DDTHH)"])
+    assert not (root / ".backfill").exists()
+
+
+def test_plan_out_into_a_missing_folder_or_onto_a_folder(runner: CliRunner, tmp_path: Path) -> None:
+    root = project(tmp_path, {})
+    missing = tmp_path / "nowhere" / "plan.json"
+    assert errors_of(runner, root, "--out", str(missing), command="plan") == (
+        2, [f"error: --out {missing}: the folder {missing.parent} does not exist; create it or choose another"])
+    assert errors_of(runner, root, "--out", str(tmp_path), command="plan") == (
+        2, [f"error: --out {tmp_path} is a folder; give a file name, e.g. {tmp_path / 'plan.json'}"])
+    assert not missing.parent.exists()
+
+
+def test_init_into_an_unwritable_place(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    for target, message in (
+            (tmp_path / "afile", f"{tmp_path / 'afile'} exists and is not a folder; choose a new folder"),
+            (tmp_path / "afile" / "p", f"cannot write the project into {tmp_path / 'afile' / 'p'}: Not a directory; "
+                                       "choose a folder you can write to"),
+            (Path("/proc/backfill-project"), "cannot write the project into /proc/backfill-project: "
+                                             "No such file or directory; choose a folder you can write to")):
+        result = runner.invoke(cli_main.app, ["init", str(target)])
+        assert result.exit_code == 1
+        assert "Traceback" not in result.stderr
+        assert [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")] == [f"error: {message}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

@@ -71,6 +71,12 @@ def emit_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def usage_error(message: str) -> NoReturn:
+    """A bad command-line value: one `error:` line, exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(2)
+
+
 def fail(message: str, as_json: bool = False) -> NoReturn:
     if as_json:
         emit_json({"ok": False, "errors": [{"message": message}]})

@@ -20,12 +20,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from ..spec.tutorial import generate_source_data
 
+        if directory.exists() and not directory.is_dir():
+            fail(f"{directory} exists and is not a folder; choose a new folder")
         if directory.exists() and any(directory.iterdir()):
             fail(f"{directory} exists and is not empty; choose a new folder")
         src = tutorial_dir()
-        shutil.copytree(src, directory, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(".backfill", "data", "__pycache__"))
-        counts = generate_source_data(directory, scale=scale)
+        try:
+            shutil.copytree(src, directory, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(".backfill", "data", "__pycache__"))
+            counts = generate_source_data(directory, scale=scale)
+        except (OSError, shutil.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            fail(f"cannot write the project into {directory}: {reason}; choose a folder you can write to")
         rows = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
         typer.echo(f"wrote the retail tutorial project to {directory} (source rows {rows})")
         typer.echo(f"next: backfill plan --project {directory}")

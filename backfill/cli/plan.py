@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, ProjectOpt, project_root, user_errors
+from ..errors import UserError
+from .common import JsonOpt, ProjectOpt, project_root, usage_error, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -27,11 +28,18 @@ def register(app: typer.Typer) -> None:
             fmt = "json"
         if fmt not in ("text", "json", "markdown"):
             raise typer.BadParameter(f"must be text, json or markdown, not '{fmt}'", param_hint="--format")
+        if out is not None and out.is_dir():
+            usage_error(f"--out {out} is a folder; give a file name, e.g. {out / 'plan.json'}")
+        if out is not None and not out.parent.is_dir():
+            usage_error(f"--out {out}: the folder {out.parent} does not exist; create it or choose another")
         root = project_root(project)
         with user_errors(fmt == "json"):
             result = build_plans(root, backfills or None)
             if out is not None:
-                result.save(out)
+                try:
+                    result.save(out)
+                except OSError as exc:
+                    raise UserError(f"cannot write the plan to {out}: {exc.strerror or exc}") from None
         proj = result.validated.project
         allowed = list(proj.allow_functions)
         note = (f"functions allowed beyond the {proj.engine.dialect} allow-list (allow_functions in "

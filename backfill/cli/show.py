@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import typer
 
 from ..errors import UserError
-from .common import JsonOpt, ProjectOpt, emit_json, project_root, user_errors
+from .common import JsonOpt, ProjectOpt, emit_json, project_root, usage_error, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +21,15 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         from ..run.engines import open_engine
-        from ..spec.loader import load_project
+        from ..spec.loader import load_project, parse_timestamp
+
+        if ds is not None:
+            try:
+                parse_timestamp(ds)
+                if not re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ]\d{2}(:00(:00)?)?)?", ds.strip()):
+                    raise ValueError("not of the form YYYY-MM-DD")
+            except ValueError as exc:
+                usage_error(f"--date '{ds}' is not a real date or hour ({exc}); give YYYY-MM-DD (or YYYY-MM-DDTHH)")
 
         with user_errors(as_json):
             proj = load_project(project_root(project))

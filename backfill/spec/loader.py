@@ -23,9 +23,11 @@ from .model import (
 )
 from .reserved import ledger_shares_warehouse, reserved_name_errors
 from .schema_check import check_schema
-from .yamlpos import Located, load_yaml_file
+from .yamlpos import Located, load_yaml_file, read_regular_text
 
-__all__ = ["load_project", "find_project_root", "parse_timestamp"]
+__all__ = ["LAST_YEAR", "load_project", "find_project_root", "parse_timestamp"]
+
+LAST_YEAR = 9998  # the last year a data timestamp may name: date arithmetic around it stays in range
 
 
 def find_project_root(given: str | Path | None) -> Path:
@@ -57,8 +59,11 @@ def _spec_files(root: Path, folder: str) -> list[Path]:
 def _rel(root: Path, path: Path) -> str:
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
+    except (ValueError, OSError, RuntimeError):  # outside the project, or a symbolic link loop
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            return path.as_posix()
 
 
 class _Loader:
@@ -129,21 +134,18 @@ class _Loader:
             return None
         ok = True
         if "sql" in v:
-            sql_path = (path.parent / v["sql"]).resolve()
-            if not sql_path.is_relative_to(self.root.resolve()):
-                self.errors.append(doc.error(("sql",), f"template file '{v['sql']}' is outside the project folder; "
-                                             "keep templates inside the project (e.g. sql/)"))
-                self.broken.update((path.stem, v["name"]))
-                return None
-            if not sql_path.is_file():
-                self.errors.append(doc.error(("sql",), f"template file '{v['sql']}' not found (relative to {file})"))
-                self.broken.update((path.stem, v["name"]))
-                return None
             try:
-                text = sql_path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                self.errors.append(doc.error(("sql",), f"cannot read template file '{v['sql']}': {exc}; "
-                                             "save it as UTF-8 text"))
+                sql_path = (path.parent / v["sql"]).resolve()
+            except (OSError, RuntimeError):
+                sql_path = None
+            problem = self.template_problem(sql_path, v["sql"], file)
+            if problem is None and sql_path is not None:
+                try:
+                    text = read_regular_text(sql_path)
+                except ValueError as exc:
+                    problem = f"cannot read template file '{v['sql']}': {exc}"
+            if problem is not None or sql_path is None:
+                self.errors.append(doc.error(("sql",), problem or ""))
                 self.broken.update((path.stem, v["name"]))
                 return None
             template = Template(text, _rel(self.root, sql_path))
@@ -180,6 +182,17 @@ class _Loader:
             batch_size=int(v.get("batch_size", 1)),
             positions={key: doc.where((key,)) for key in v},
         )
+
+    def template_problem(self, sql_path: Path | None, given: str, file: str) -> str | None:
+        """Why the template file a table names cannot be used, or None."""
+        if sql_path is None:
+            return f"template file '{given}' is a symbolic link loop; point sql: at a regular file"
+        if not sql_path.is_relative_to(self.root.resolve()):
+            return (f"template file '{given}' is outside the project folder; keep templates inside the project "
+                    "(e.g. sql/)")
+        if not sql_path.exists():
+            return f"template file '{given}' not found (relative to {file})"
+        return None
 
     # ---- backfills/*.yaml
     def backfill(self, path: Path, tables: dict[str, Table]) -> Backfill | None:
@@ -265,10 +278,15 @@ class _Loader:
 
     def timestamp(self, doc: Located, at: tuple[str | int, ...], text: str) -> tuple[datetime, bool] | None:
         try:
-            return parse_timestamp(text)
+            found = parse_timestamp(text)
         except ValueError as exc:
             self.errors.append(doc.error(at, f"'{text}' is not a real date or hour: {exc}"))
             return None
+        if found[0].year > LAST_YEAR:
+            self.errors.append(doc.error(at, f"'{text}' is out of range: data timestamps run from 0001-01-01 "
+                                         f"to {LAST_YEAR}-12-31"))
+            return None
+        return found
 
 
 def _unknown_table(name: str, tables: dict[str, Table]) -> str:

@@ -64,6 +64,9 @@ _PATTERNS = {
     "^[A-Za-z0-9_][A-Za-z0-9_.-]*$": "letters, digits, '_', '.' and '-' only (no '/' or spaces)",
     "^[A-Z_][A-Z0-9_]*$": "an environment variable name (uppercase letters, digits and '_')",
     "^[A-Za-z][A-Za-z0-9_ ,()]*$": "a SQL type such as BIGINT, VARCHAR or DECIMAL(18,2)",
+    "^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$":
+        "a folder inside the project such as data or raw/csv (no leading '/', no '..')",
+    "^[A-Za-z_][A-Za-z0-9_]*$": "a function name (letters, digits and '_', no parentheses)",
 }
 
 _FIRST = {"additionalProperties": 0, "required": 1}  # within one node, the most telling problem first

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,12 @@ import yaml
 
 from ..errors import SpecError
 
-__all__ = ["Located", "load_yaml_text", "load_yaml_file"]
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_VALUES", "Located", "load_yaml_text", "load_yaml_file",
+           "read_regular_text"]
+
+MAX_FILE_BYTES = 1_000_000  # a spec file or template larger than this is refused unread
+MAX_DEPTH = 64  # nesting of mappings and lists
+MAX_VALUES = 100_000  # values a document holds once its aliases are expanded
 
 Path_ = tuple[str | int, ...]
 
@@ -27,6 +34,7 @@ class Located:
     keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     block_scalars: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list, repr=False, compare=False)  # the source, while loading
+    count: int = field(default=0, repr=False, compare=False)  # values converted so far
 
     def where(self, path: Path_, key: bool = False) -> tuple[int, int]:
         """Position of the node at `path`, or of its nearest ancestor that has one."""
@@ -50,6 +58,12 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
 
 
 def _convert(node: yaml.Node, path: Path_, doc: Located) -> Any:
+    if len(path) > MAX_DEPTH:
+        raise _LocatedYamlError(f"values nested more than {MAX_DEPTH} levels deep; flatten the document", node)
+    doc.count += 1
+    if doc.count > MAX_VALUES:
+        raise _LocatedYamlError(f"the document holds more than {MAX_VALUES:,} values once its aliases are "
+                                "expanded; write the values out instead of repeating aliases", node)
     doc.values[path] = _mark(node)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
@@ -69,7 +83,13 @@ def _convert(node: yaml.Node, path: Path_, doc: Located) -> Any:
         doc.block_scalars[path] = (node.start_mark.line + 2, _block_indent(node, doc.lines) + 1)
     if node.tag == "tag:yaml.org,2002:timestamp" or node.tag == "tag:yaml.org,2002:str":
         return str(node.value)  # dates stay text: the schema and the model parse them
-    return _SCALARS.construct_object(node, deep=True)
+    if not node.tag.startswith("tag:yaml.org,2002:") or node.tag.endswith((":binary", ":set", ":omap", ":pairs")):
+        raise _LocatedYamlError(f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not supported; "
+                                "remove it (values are plain text, numbers, booleans, lists and mappings)", node)
+    try:
+        return _SCALARS.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        raise _LocatedYamlError(f"cannot read the value: {str(exc).splitlines()[0]}", node) from None
 
 
 def _block_indent(node: yaml.ScalarNode, lines: list[str]) -> int:
@@ -96,15 +116,20 @@ def _compose(text: str) -> yaml.Node | None:
     if _FAST_LOADER is not None:
         try:
             return yaml.compose(text, Loader=_FAST_LOADER)
-        except yaml.YAMLError:
-            pass
+        except yaml.YAMLError as exc:
+            if "nesting depth" in str(exc):  # the Python parser would recurse until it fails, slowly
+                raise RecursionError(str(exc)) from None
     return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
 def load_yaml_text(text: str, file: str) -> Located | SpecError:
     """Parse one YAML document. Returns the located value, or the one syntax error."""
+    text = text.removeprefix("\ufeff")
     try:
         node = _compose(text)
+    except RecursionError:
+        return SpecError(f"YAML: values nested too deep; flatten the document (at most {MAX_DEPTH} levels)",
+                         file=file, line=1, col=1)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -129,9 +154,35 @@ def load_yaml_text(text: str, file: str) -> Located | SpecError:
     return doc
 
 
+def read_regular_text(path: Path) -> str:
+    """A regular file's UTF-8 text, without a byte-order mark. Raises ValueError saying why not: not a
+    regular file (a FIFO, a folder, a device, a symbolic link loop), too large, unreadable, not UTF-8."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ValueError(f"{exc.strerror or exc}; give a regular file") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("not a regular file (a FIFO, folder or device); give a regular file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ValueError(f"the file is {st.st_size:,} bytes, more than the {MAX_FILE_BYTES:,} a spec or "
+                         "template may have; split it")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(exc.strerror or str(exc)) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"the file is more than the {MAX_FILE_BYTES:,} bytes a spec or template may have; split it")
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{exc}; save it as UTF-8 text") from None
+
+
 def load_yaml_file(path: Path, display: str) -> Located | SpecError:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_regular_text(path)
+    except ValueError as exc:
         return SpecError(f"cannot read file: {exc}", file=display)
     return load_yaml_text(text, display)

@@ -94,7 +94,9 @@ def _allowed(node: exp.Func, names: frozenset[str], extra: frozenset[str]) -> bo
 
 def _literal_paths(node: exp.Func) -> list[str] | None:
     """The literal path(s) a file reader reads, or None if they are not plain string literals."""
-    first = node.this if not isinstance(node, exp.Anonymous) else (node.expressions[0] if node.expressions else None)
+    first = node.args.get("this") if not isinstance(node, exp.Anonymous) else None
+    if not isinstance(first, exp.Expr):
+        first = node.expressions[0] if node.expressions else None
     items = first.expressions if isinstance(first, exp.Array) else [first]
     if not items or not all(isinstance(i, exp.Literal) and i.is_string for i in items):
         return None

@@ -19,14 +19,14 @@ from typing import Any
 
 import jinja2
 
-__all__ = ["MARK_CLOSE", "MARK_OPEN", "DateText", "SqlText", "finalize", "mark_values", "quote_literal",
-           "shape_of", "strip_marks", "text_in_quotes"]
+__all__ = ["MARK_CLOSE", "MARK_OPEN", "DateText", "SqlText", "finalize", "mark_values", "names_from_dates",
+           "naming_marks", "quote_literal", "shape_of", "strip_marks", "text_in_quotes"]
 
 MARK_OPEN, MARK_CLOSE = "\ue000", "\ue001"
 # around a text value while rendering: checked to stand outside SQL strings and comments, then quoted
 TEXT_OPEN, TEXT_CLOSE = "\ue002", "\ue003"
 _PRIVATE = re.compile("[\ue000-\ue003]")
-_SQL_QUOTING = re.compile("['\"\ue002]|--|/\\*")
+_SQL_QUOTING = re.compile("['\"\ue002]|--|/\\*|\\$(?:[A-Za-z_][A-Za-z0-9_]*)?\\$")
 _MARKS = re.compile(f"{MARK_OPEN}([^{MARK_CLOSE}]*){MARK_CLOSE}")
 
 
@@ -92,7 +92,53 @@ def finalize(value: Any) -> str:
 
 
 def shape_of(marked: str) -> str:
-    return _MARKS.sub(MARK_OPEN + MARK_CLOSE, marked)
+    """The SQL with its date values blanked out, except values that are part of a name: a date inside
+    an identifier (`c{{ ds[8:10] }}`, `t_{{ ds_nodash }}`, `"{{ ds }}"`) makes a different name on each
+    date, so its digits stay in the shape and every such date is checked on its own."""
+    if not _may_name(marked):
+        return _MARKS.sub(MARK_OPEN + MARK_CLOSE, marked)
+    naming = set(naming_marks(marked))
+    return _MARKS.sub(lambda m: m.group(0) if m.start() in naming else MARK_OPEN + MARK_CLOSE, marked)
+
+
+def names_from_dates(marked: str) -> bool:
+    """Does a date value stand inside an identifier of this SQL (see shape_of)?"""
+    return _may_name(marked) and bool(naming_marks(marked))
+
+
+_GLUED = re.compile(f"[A-Za-z0-9_$]{MARK_OPEN}|{MARK_CLOSE}[A-Za-z0-9_$]")
+
+
+def _may_name(marked: str) -> bool:
+    return MARK_OPEN in marked and ('"' in marked or "`" in marked or _GLUED.search(marked) is not None)
+
+
+def naming_marks(marked: str) -> list[int]:
+    """Offsets of the date markers that stand inside a quoted name or glued to a bare one."""
+    out: list[int] = []
+    quote = ""  # the quote we are inside: ', ", `, -- or /*
+    i, n = 0, len(marked)
+    while i < n:
+        ch = marked[i]
+        if quote:
+            if quote in ("'", '"', "`") and ch == quote or quote == "--" and ch == "\n":
+                quote = ""
+            elif quote == "/*" and marked.startswith("*/", i):
+                quote, i = "", i + 1
+            elif ch == MARK_OPEN and quote in ('"', "`"):
+                out.append(i)
+        elif ch in ("'", '"', "`"):
+            quote = ch
+        elif marked.startswith("--", i) or marked.startswith("/*", i):
+            quote, i = marked[i:i + 2], i + 1
+        elif ch == MARK_OPEN:
+            end = marked.find(MARK_CLOSE, i)
+            before = marked[i - 1] if i else " "
+            after = marked[end + 1] if 0 <= end < n - 1 else " "
+            if before.isalnum() or before in "_$" or after.isalnum() or after in "_$":
+                out.append(i)
+        i += 1
+    return out
 
 
 def mark_values(marked: str) -> list[str]:
@@ -108,9 +154,14 @@ def text_in_quotes(sql: str) -> tuple[int, str] | None:
             return None
         tok, pos = m.group(0), m.start()
         if tok == TEXT_OPEN:
+            before = sql[pos - 1] if pos else " "
+            if before.isalnum() or before in "_$&":
+                return pos, "right after a name or a string prefix"
             i = sql.index(TEXT_CLOSE, pos) + 1  # values hold no marker (see _finalize)
             continue
-        if tok in ("'", '"'):
+        if tok.startswith("$"):
+            end, where = sql.find(tok, pos + len(tok)), "a dollar-quoted SQL string"
+        elif tok in ("'", '"'):
             end, where = sql.find(tok, pos + 1), "a quoted SQL string" if tok == "'" else "a quoted SQL name"
         elif tok == "--":
             end, where = sql.find("\n", pos), "a SQL comment"

@@ -17,7 +17,7 @@ import jinja2.meta
 from ..errors import SpecError, snippet
 from ..spec.model import Table, Template
 from ..spec.reserved import template_name_problem
-from . import dataphin
+from . import bounds, dataphin
 from .context import RenderContext, add_hours, add_months, date_format, ds_add, fmt_date
 from .datefill import Filled, Slots, SymbolicDate, is_date_linear
 from .quoting import (
@@ -26,12 +26,13 @@ from .quoting import (
     DateText,
     SqlText,
     mark_values,
+    names_from_dates,
     quote_literal,
     shape_of,
     strip_marks,
     text_in_quotes,
 )
-from .sandbox import ENV, QUOTED_PARAM, TemplateFailure, column_of, describe, sched_jinja, template_line
+from .sandbox import ENV, LIMIT_PREFIX, QUOTED_PARAM, TemplateFailure, column_of, describe, sched_jinja, template_line
 
 __all__ = [
     "CompiledTemplate",
@@ -159,8 +160,8 @@ class CompiledTemplate:
             entry.checked += 1
             if (real.marked, real.refs) != (marked, entry.refs):
                 entry.filled = None
-            elif entry.shape is None:
-                entry.shape = shape_of(real.marked)
+            elif entry.shape is None and not names_from_dates(real.marked):
+                entry.shape = shape_of(real.marked)  # else each date's shape is its own (see shape_of)
             return real
         return Rendered(marked, entry.refs, entry.shape)
 
@@ -182,6 +183,10 @@ class CompiledTemplate:
         refs: list[str] = []
         try:
             out = self._render_with(variables, refs, sched)
+        except TemplateFailure as exc:
+            if exc.message.startswith(LIMIT_PREFIX):
+                raise  # a rendering limit trips for every date alike: no second attempt
+            return _FastPath(ctx.params, None)
         except Exception:  # noqa: BLE001 - not renderable symbolically: render per date instead
             return _FastPath(ctx.params, None)
         return _FastPath(ctx.params, Filled(out, slots), tuple(refs))
@@ -207,7 +212,9 @@ class CompiledTemplate:
         variables = {**self._globals, **variables, "ref": ref, "source": source, "__sched": sched}
         try:
             try:  # Template.render, minus re-merging the environment globals on every call
-                out = ENV.concat(self._jinja.root_render_func(self._jinja.new_context(variables, shared=True)))
+                with bounds.budget():
+                    out = bounds.bounded_output(
+                        self._jinja.root_render_func(self._jinja.new_context(variables, shared=True)))
             except Exception:
                 ENV.handle_exception()  # re-raises with the template's own line numbers
                 raise
@@ -234,6 +241,10 @@ class CompiledTemplate:
             col = culprit.start() + 1 if culprit else 1
             fix = "move it out of the comment" if "comment" in where else \
                 "remove the quotes around it, or build the whole text in Jinja, e.g. {{ '%' ~ params.x ~ '%' }}"
+            if where.startswith("right after"):
+                raise TemplateFailure("a text value is rendered right after a name or a string prefix (such as E "
+                                      "or U&), which would change how its quotes are read; put a space or an "
+                                      "operator before it", line, col)
             raise TemplateFailure(f"a text value is rendered inside {where}; it renders as a complete quoted "
                                   f"SQL literal: {fix}", line, col)
         return re.sub(f"{TEXT_OPEN}([^{TEXT_CLOSE}]*){TEXT_CLOSE}",
