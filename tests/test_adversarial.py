@@ -119,6 +119,17 @@ def test_probe_is_refused_at_validate(runner: CliRunner, tmp_path: Path, probe: 
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == before
 
 
+def test_apply_of_a_probe_writes_nothing(runner: CliRunner, tmp_path: Path) -> None:
+    """Refused before anything exists: no ledger, no warehouse, no file outside the project."""
+    files, message = VALIDATE_PROBES["read_text"]
+    root = project(tmp_path, files)
+    outside = sorted(p.name for p in tmp_path.iterdir())
+    code, errors = errors_of(runner, root, "--yes", command="apply")
+    assert (code, errors) == (1, ["error: " + message])
+    assert not (root / ".backfill").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == outside
+
+
 def test_allow_functions_extends_the_list_and_plan_says_so(runner: CliRunner, tmp_path: Path) -> None:
     root = project(tmp_path, {
         "project.yaml": (BASE / "project.yaml").read_text() + "allow_functions: [md5_number_upper, hash]\n",
@@ -274,7 +285,7 @@ RENDER_PROBES = {
     "replace": ("{{ ('a' * 100000).replace('a', 'b' * 100000) }}", "str.replace would make 10,000,000,000"),
     "power_chain": ("{{ ((10 ** 100) ** 100) ** 100 }}", "'**' would make a number of more than 100,000 bits"),
     "range_nesting": ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
-                      "rendering took longer than 1 s"),
+                      "rendering took more than 2 s of CPU time"),
     "silent_recursion": ("{% macro f(n) %}{% set y = f(n + 1) %}{% endmacro %}{% set x = f(1) %}",
                          "macros call each other more than 50 deep"),
     "doubling": ("{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",

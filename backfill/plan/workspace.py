@@ -18,7 +18,7 @@ from .planner import BackfillPlan, LedgerView
 from .readiness import Missing, check_readiness
 from .validate import Validated, validate_project
 
-__all__ = ["PlanResult", "build_plans", "ledger_url", "open_ledger", "specs_fingerprint", "load_plan_file"]
+__all__ = ["PlanResult", "build_plans", "ledger_exists", "ledger_url", "open_ledger", "specs_fingerprint", "load_plan_file"]
 
 
 def ledger_url(project: Project) -> tuple[str, str | None]:
@@ -36,6 +36,11 @@ def ledger_url(project: Project) -> tuple[str, str | None]:
     if not path.is_absolute():
         path = project.root / path
     return f"sqlite:///{path.resolve()}", None
+
+
+def ledger_exists(project: Project) -> bool:
+    """Whether the project's ledger is there already (a PostgreSQL ledger always counts as there)."""
+    return _ledger_exists(project)
 
 
 def _ledger_exists(project: Project) -> bool:

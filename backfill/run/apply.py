@@ -19,7 +19,15 @@ from typing import Any
 
 from ..errors import UserError
 from ..plan.planner import BackfillPlan
-from ..plan.workspace import PlanResult, build_plans, load_plan_file, open_ledger, specs_fingerprint
+from ..plan.validate import validate_project
+from ..plan.workspace import (
+    PlanResult,
+    build_plans,
+    ledger_exists,
+    load_plan_file,
+    open_ledger,
+    specs_fingerprint,
+)
 from ..spec.model import Project
 from ..state.ledger import Ledger
 from .decide import Decision, decide
@@ -142,6 +150,9 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
     from .engines import open_engine
 
     project = load_project(root)
+    if plan_file is None and not ledger_exists(project):
+        # a first apply of specs that do not validate creates no ledger and no warehouse
+        validate_project(root, today=today, only=list(selectors) or None)
     ledger = open_ledger(project)
     records = ApplyRecords(ledger)
     report = ApplyReport()
