@@ -18,7 +18,8 @@ from .planner import BackfillPlan, LedgerView
 from .readiness import Missing, check_readiness
 from .validate import Validated, validate_project
 
-__all__ = ["PlanResult", "build_plans", "ledger_exists", "ledger_url", "open_ledger", "specs_fingerprint", "load_plan_file"]
+__all__ = ["PlanResult", "build_plans", "ledger_exists", "ledger_url", "load_plan_file", "open_ledger",
+           "specs_fingerprint"]
 
 
 def ledger_url(project: Project) -> tuple[str, str | None]:
