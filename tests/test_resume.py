@@ -133,6 +133,8 @@ def test_set_success_resume_runs_what_it_was_blocking(tutorial: Path, prefect_ap
     assert deep["summary"] == "blocked: root cause dim_products/2026-07-02 failed"
     assert deep["root_attempt"]["status"] == "failed" and deep["root_attempt"]["error"] == error
     assert deep["last_attempt"] is None and deep["waits"] == []
+    assert [(r["table"], r["ranges"], r["present"], r["expected"]) for r in deep["reads"]] == [
+        ("ods_order", [["2026-06-26", "2026-07-02"]], 7, 7), ("fct_order_buy_di", [["2026-07-02", "2026-07-02"]], 0, 1)]
     human = cli(tutorial, "why", dws2).stdout.splitlines()
     assert human[:2] == [f"{dws2}: blocked: root cause dim_products/2026-07-02", "    failed"]  # 80 columns
     at = human.index("blocked by:")

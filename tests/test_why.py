@@ -108,6 +108,9 @@ def test_why_waiting_instances_during_an_apply_and_watch_until_it_ends(tutorial:
         assert {r["table"] for r in fact["reads"]} == {"ods_order", "dim_products", "dim_customer"}
         reads = {r["table"]: r for r in fact["reads"]}
         assert reads["dim_customer"]["instances"] == [[running, "running"]]
+        assert {t: (r["ranges"], r["present"], r["expected"]) for t, r in reads.items()} == {
+            "ods_order": ([[ds, ds]], 1, 1), "dim_customer": ([[ds, ds]], 0, 1),
+            "dim_products": ([[ds, ds]], int(s.get(iid("dim_products", ds)) == "success"), 1)}
 
         nxt = _why(tutorial, later)
         [group] = [w for w in nxt["waits"] if w["kind"] == "group"]
