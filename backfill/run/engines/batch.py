@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from ...spec.model import Table
 from .base import EngineError, one_line, partition_value, qident, qlist
 
-__all__ = ["BatchMember", "BatchRequest", "batch_error", "batch_insert", "batch_select", "count_sql", "marker_rows",
-           "member_of_value", "per_member"]
+__all__ = ["BatchMember", "BatchRequest", "batch_error", "batch_insert", "batch_select", "count_sql", "marker_inserts",
+           "marker_rows", "member_of_value", "per_member"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,18 @@ def marker_rows(req: BatchRequest, rows: dict[str, int]) -> list[list[object]]:
     now = datetime.now(UTC).replace(tzinfo=None)
     return [[m.attempt_id, m.instance_id, req.table.name, m.ds, m.fingerprint, rows.get(m.ds, 0), now]
             for m in req.members]
+
+
+def marker_inserts(table: str, req: BatchRequest, rows: dict[str, int], ph: str,
+                   chunk: int = 500) -> list[tuple[str, list[object]]]:
+    """The batch's marker rows as a few multi-row INSERTs (executemany costs ~1.7 ms a row in DuckDB)."""
+    values = marker_rows(req, rows)
+    out = []
+    for start in range(0, len(values), chunk):
+        part = values[start:start + chunk]
+        row = "(" + ", ".join([ph] * 7) + ")"
+        out.append((f"INSERT INTO {table} VALUES " + ", ".join([row] * len(part)), [v for r in part for v in r]))
+    return out
 
 
 def per_member(req: BatchRequest, counted: Sequence[tuple[object, ...]]) -> dict[str, int]:

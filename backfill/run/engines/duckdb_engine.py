@@ -36,7 +36,7 @@ from .base import (
     selected_columns,
     write_error,
 )
-from .batch import BatchRequest, batch_error, batch_insert, count_sql, marker_rows, per_member
+from .batch import BatchRequest, batch_error, batch_insert, count_sql, marker_inserts, per_member
 from .lockdown import DUCKDB_CONFIG, lock_down_duckdb, time_limit
 
 __all__ = ["DuckDBEngine", "CONFLICT_RETRIES"]
@@ -169,8 +169,8 @@ class DuckDBEngine:
             for sql, params in batch_insert(req, "?"):
                 run(sql, params)
             counted = per_member(req, run(*count_sql(req, "?")))
-            self._write_cursor().executemany(
-                f"INSERT INTO {qident(MARKER_TABLE)} VALUES (?, ?, ?, ?, ?, ?, ?)", marker_rows(req, counted))
+            for sql, params in marker_inserts(qident(MARKER_TABLE), req, counted, "?"):
+                run(sql, params)
             return counted
 
         return self._transaction(req.label, req.table, cancel, body, lambda exc: batch_error(req, exc),

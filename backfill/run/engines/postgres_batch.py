@@ -11,7 +11,7 @@ import duckdb
 import psycopg
 
 from .base import MARKER_TABLE, CancelToken, EngineError, WriteCancelled, qident, qlist
-from .batch import BatchRequest, batch_error, batch_insert, batch_select, count_sql, marker_rows, per_member
+from .batch import BatchRequest, batch_error, batch_insert, batch_select, count_sql, marker_inserts, per_member
 from .lockdown import TimeLimit, time_limit
 
 if TYPE_CHECKING:
@@ -56,8 +56,9 @@ def pg_write_batch(engine: PostgresEngine, req: BatchRequest, cancel: CancelToke
                     check()
                     cur.execute(f"SET LOCAL search_path TO {qident(engine.schema)}")  # whatever the SQL set
                     counted = per_member(req, cur.execute(*count_sql(req, "%s")).fetchall())
-                    cur.executemany(f"INSERT INTO {qident(engine.schema)}.{qident(MARKER_TABLE)} "
-                                    "VALUES (%s, %s, %s, %s, %s, %s, %s)", marker_rows(req, counted))
+                    for sql, params in marker_inserts(f"{qident(engine.schema)}.{qident(MARKER_TABLE)}", req,
+                                                      counted, "%s"):
+                        cur.execute(sql, params)
                     check()
                 return counted
             except (psycopg.Error, duckdb.Error) as exc:
