@@ -4,7 +4,9 @@ extensions, and a time limit per instance."""
 from __future__ import annotations
 
 import contextlib
+import heapq
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +47,52 @@ class TimeLimit:
                 "(or the project's default in project.yaml) if it needs longer")
 
 
+class _Watchdog:
+    """One thread for every time limit of the process: a thread per write cost ~1 ms of start-up."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, list[Any]]] = []  # (deadline, seq, [expire or None])
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, seconds: float, expire: Callable[[], None]) -> list[Any]:
+        entry: list[Any] = [expire]
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (time.monotonic() + seconds, self._seq, entry))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="time-limits", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is entry:
+                self._cond.notify()
+        return entry
+
+    def cancel(self, entry: list[Any]) -> None:
+        """After this returns the interrupt has run already or never will (expiry holds the lock)."""
+        with self._cond:
+            entry[0] = None  # the heap drops it when its deadline comes
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][2][0] is None:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait(60)
+                    continue
+                delay = self._heap[0][0] - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                _, _, entry = heapq.heappop(self._heap)
+                expire, entry[0] = entry[0], None
+                expire()  # under the lock: a block that has left cannot be interrupted afterwards
+
+
+_WATCHDOG = _Watchdog()
+
+
 @contextmanager
 def time_limit(seconds: float | TimeLimit | None, interrupt: Callable[[], None]) -> Iterator[TimeLimit]:
     """Call `interrupt` once `seconds` have passed inside the block (no limit when None)."""
@@ -58,10 +106,8 @@ def time_limit(seconds: float | TimeLimit | None, interrupt: Callable[[], None])
         with contextlib.suppress(Exception):  # an interrupt that fails leaves the statement to finish
             interrupt()
 
-    timer = threading.Timer(limit.seconds, expire)
-    timer.daemon = True
-    timer.start()
+    entry = _WATCHDOG.add(limit.seconds, expire)
     try:
         yield limit
     finally:
-        timer.cancel()
+        _WATCHDOG.cancel(entry)
