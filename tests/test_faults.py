@@ -9,8 +9,11 @@ equal to the oracle, with exactly one committed write marker per instance.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import oracle
 import pytest
 from conftest import TUTORIAL_TABLES, warehouse_rows
 from conftest_pg import PgServer, pg_server  # noqa: F401 - the fixture
-from steering import dates
+from steering import dates, statuses
 
 from backfill.errors import SpecErrors
 from backfill.plan.workspace import open_ledger
@@ -139,3 +142,100 @@ def test_four_simultaneous_first_applies_on_a_fresh_postgresql_ledger(
             assert "another apply holds the ledger lock" in err or "did not succeed" not in err, err
     assert any(code == 0 for code, _o, _e in results), results
     apply_again(small)
+
+
+# ------------------------------------------------------------------ SIGTERM, SIGINT
+
+SLOW = "tutorial_logical/fct_order_buy_di/2026-07-02"
+SLOW_CONDITION = "(SELECT count(*) FROM range(100000000000) t(x) WHERE x % 7 = 3) >= 0"  # true, and long
+
+
+def add_condition(project: Path, ds: str, condition: str) -> str:
+    """fct_order_buy_di of `ds` gets one more (true) WHERE condition; the template's text before."""
+    path = project / "sql" / "fct_order_buy_di.sql"
+    before = path.read_text()
+    where = "WHERE o.ds = DATE '{{ ds }}'"
+    assert before.count(where) == 1
+    path.write_text(before.replace(where, where + "{% if ds == '" + ds + "' %}\n    AND " + condition + "{% endif %}"))
+    return before
+
+
+def wait_for(project: Path, proc: subprocess.Popen[str], instance: str, status: str) -> None:
+    deadline = time.monotonic() + 180
+    while statuses(project).get(instance) != status:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, statuses(project)
+        time.sleep(0.05)
+
+
+def processes_marked(mark: str) -> list[int]:
+    """Live processes whose environment carries `mark` (whatever their parent or session now)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if mark.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_mid_apply_kills_cleanly_and_apply_resumes(small: Path, prefect_api: str, signum: int) -> None:
+    before = add_condition(small, "2026-07-02", SLOW_CONDITION)
+    mark = f"BACKFILL_FAULTS_TEST={uuid.uuid4().hex}"
+    env = {**os.environ, mark.split("=")[0]: mark.split("=")[1]}
+    if signum == signal.SIGINT:  # this one starts (and must stop) its own temporary Prefect server
+        env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([BACKFILL, "apply", "--yes", "--project", str(small)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    wait_for(small, proc, SLOW, "running")
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 1, (out, err)
+    assert err.splitlines()[-1] == (f"error: apply stopped by {name}; its unfinished instances are killed; "
+                                    "run `backfill apply` to resume"), err
+    our_lines_only(err)
+    assert processes_marked(mark) == []  # nothing left behind: no worker, no temporary server
+
+    ledger = open_ledger(load_project(small))
+    try:
+        rows = {r.id: r for r in ledger.instances()}
+        assert ledger.lock_holder() is None
+    finally:
+        ledger.close()
+    killed = {i for i, r in rows.items() if r.status == "killed"}
+    assert SLOW in killed and "tutorial_logical/dws_all/2026-07-02" in killed
+    assert {rows[i].error for i in killed} == {f"killed: apply received {name}"}
+    assert {r.status for r in rows.values()} <= {"success", "killed"}  # nothing left waiting or running
+
+    (small / "sql" / "fct_order_buy_di.sql").write_text(before)
+    apply_again(small)
+
+
+def test_a_second_ctrl_c_exits_at_once_and_apply_recovers(small: Path, prefect_api: str) -> None:
+    hold = small / "data" / "hold.csv"
+    os.mkfifo(hold)  # reading it blocks in a way no interrupt ends: the first Ctrl-C cannot finish the run
+    before = add_condition(small, "2026-07-02", "(SELECT count(*) FROM read_csv({{ source('data/hold.csv') }}, "
+                                                "header = true, auto_detect = false, columns = {'x': 'INTEGER'})) >= 0")
+    proc = subprocess.Popen([BACKFILL, "apply", "--yes", "--project", str(small)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for(small, proc, SLOW, "running")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1)
+    assert proc.poll() is None  # still waiting for the blocked read
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, (out, err)
+    assert err.splitlines()[-1].startswith("error: apply stopped at once by a second SIGINT; run `backfill apply`"), err
+
+    (small / "sql" / "fct_order_buy_di.sql").write_text(before)
+    hold.unlink()
+    messages: list[str] = []
+    report = apply_project(small, say=messages.append)
+    assert report.ok, report.backfills
+    assert any("broke the lock" in m for m in messages)
+    assert_exactly_once(small)

@@ -33,6 +33,7 @@ from ..state.ledger import Ledger
 from .decide import Decision, decide
 from .lock import hold_lock
 from .records import ApplyRecords
+from .signals import STOP, Stopped, run_in_thread, stop_on_signals
 
 __all__ = ["ApplyReport", "BackfillReport", "apply_project", "hold_lock", "run_again", "run_instances"]
 
@@ -81,29 +82,35 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
     started = time.monotonic()
     writer = LedgerWriter(ledger)
     stop = threading.Event()
-    with ThreadPoolExecutor(max_workers=project.max_parallel, thread_name_prefix="instance") as pool:
-        run = BackfillRun(name, rows, project.tables, engine, writer, pool, run_id, retries, retry_delay, on_change)
-        run.apply_flags(ledger.flags([r.id for r in rows]))  # kills and pauses requested before it started
-        run.earlier_attempts = ledger.attempt_counts([r.id for r in rows])
-        outside = sorted({u for r in rows for u in r.upstream} - {r.id for r in rows})
-        run.external = {r.id: r.status for n in range(0, len(outside), 500)
-                        for r in ledger.instances(ids=outside[n:n + 500])}
-        run.start()
+    pool = ThreadPoolExecutor(max_workers=project.max_parallel, thread_name_prefix="instance")
+    run = BackfillRun(name, rows, project.tables, engine, writer, pool, run_id, retries, retry_delay, on_change)
+    run.apply_flags(ledger.flags([r.id for r in rows]))  # kills and pauses requested before it started
+    run.earlier_attempts = ledger.attempt_counts([r.id for r in rows])
+    outside = sorted({u for r in rows for u in r.upstream} - {r.id for r in rows})
+    run.external = {r.id: r.status for n in range(0, len(outside), 500)
+                    for r in ledger.instances(ids=outside[n:n + 500])}
+    run.start()
 
-        def poll() -> None:
-            while not stop.wait(0.5):
-                active = run.active_ids()
-                if active:
-                    run.apply_flags(ledger.flags(active))
+    def poll() -> None:
+        while not stop.wait(0.5):
+            active = run.active_ids()
+            if active:
+                run.apply_flags(ledger.flags(active))
 
-        poller = threading.Thread(target=poll, name="ledger-poll", daemon=True)
-        poller.start()
-        try:
-            run_flow(run)
-        finally:
-            stop.set()
-            poller.join()
-            writer.close()
+    poller = threading.Thread(target=poll, name="ledger-poll", daemon=True)
+    poller.start()
+    STOP.attach(run)
+    try:
+        # off the main thread: SIGTERM and SIGINT reach signals.py's handlers, which stop the run
+        run_in_thread(lambda: run_flow(run), stopped=lambda: run.stop_reason is not None)
+        if run.stop_reason:
+            run.settle_unstarted()  # what a flow that never got going leaves waiting
+    finally:
+        STOP.detach(run)
+        stop.set()
+        poller.join()
+        pool.shutdown(wait=run.stop_reason is None, cancel_futures=True)
+        writer.close()
     report.seconds = time.monotonic() - started
     for job in run.jobs.values():
         report.counts[job.status] = report.counts.get(job.status, 0) + 1
@@ -147,7 +154,6 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
                   on_change: Callable[[str, str, str], None] | None = None,
                   before_run: Callable[[BackfillPlan], None] | None = None) -> ApplyReport:
     from ..spec.loader import load_project
-    from .engines import open_engine
 
     project = load_project(root)
     if plan_file is None and not ledger_exists(project):
@@ -156,33 +162,55 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
     ledger = open_ledger(project)
     records = ApplyRecords(ledger)
     report = ApplyReport()
-    try:
-        with hold_lock(ledger, "apply", lock_timeout, say):
-            engine = open_engine(project)
-            try:
-                report.recovered = records.recover(engine)
-                only = list(selectors) or None
-                if plan_file is not None:  # plan what the saved plan covers, to compare like with like
-                    only = _saved_plan_keys(root, plan_file) or None
-                result = build_plans(root, only, today=today, ledger=ledger)
-                if plan_file is not None:
-                    _check_saved_plan(root, plan_file, ledger, result)
-                records.refresh_done(result.validated.project, result.plans)
-                if not selectors and plan_file is None:
-                    report.deleted_specs = records.forget_deleted_specs(b.key for b in project.backfills.values())
-                decisions = decide(result.plans, result.validated.graph, records.pending_ids(), time.time())
-                # record every backfill's instances first: a `kill` or `pause` aimed at a backfill that has
-                # not started yet in this apply lands on its recorded instances and is honoured when it starts
-                for decision in decisions:
-                    records.record(project, decision)
-                for decision in decisions:
-                    report.backfills.append(_execute(project, ledger, engine, decision, on_change, before_run))
-            finally:
-                engine.close()
-    finally:
-        ledger.close()
+    with stop_on_signals("apply", NEXT_APPLY) as signalled:
+        try:
+            with hold_lock(ledger, "apply", lock_timeout, say):
+                _apply_locked(project, root, ledger, records, report, signalled, selectors, plan_file, today,
+                              on_change, before_run)
+        finally:
+            ledger.close()
     report.nothing_to_do = all(not b.counts and not b.scheduled_for for b in report.backfills)
     return report
+
+
+NEXT_APPLY = "run `backfill apply` to resume"
+
+
+def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRecords, report: ApplyReport,
+                  signalled: Any, selectors: Sequence[str], plan_file: Path | None, today: date | None,
+                  on_change: Callable[[str, str, str], None] | None,
+                  before_run: Callable[[BackfillPlan], None] | None) -> None:
+    from .engines import open_engine
+
+    started: list[str] = []  # instances this apply recorded to run now
+    engine = open_engine(project)
+    try:
+        report.recovered = records.recover(engine)
+        only = list(selectors) or None
+        if plan_file is not None:  # plan what the saved plan covers, to compare like with like
+            only = _saved_plan_keys(root, plan_file) or None
+        result = build_plans(root, only, today=today, ledger=ledger)
+        if plan_file is not None:
+            _check_saved_plan(root, plan_file, ledger, result)
+        records.refresh_done(result.validated.project, result.plans)
+        if not selectors and plan_file is None:
+            report.deleted_specs = records.forget_deleted_specs(b.key for b in project.backfills.values())
+        decisions = decide(result.plans, result.validated.graph, records.pending_ids(), time.time())
+        # record every backfill's instances first: a `kill` or `pause` aimed at a backfill that has
+        # not started yet in this apply lands on its recorded instances and is honoured when it starts
+        for decision in decisions:
+            records.record(project, decision)
+            if not decision.scheduled:
+                started.extend(p.id for p in decision.todo)
+        for decision in decisions:
+            signalled.check(NEXT_APPLY)
+            report.backfills.append(_execute(project, ledger, engine, decision, on_change, before_run))
+        signalled.check(NEXT_APPLY)
+    except Stopped:  # a signal: what this apply recorded and did not finish ends `killed`, with the reason
+        records.kill_unfinished(started, signalled.reason or "killed")
+        raise
+    finally:
+        engine.close()
 
 
 def _execute(project: Project, ledger: Ledger, engine: Any, decision: Decision,
@@ -208,16 +236,25 @@ def run_again(root: Path, name: str, ids: Sequence[str], lock_timeout: float = 0
 
     project = load_project(root)
     ledger = open_ledger(project)
-    try:
-        with hold_lock(ledger, f"rerun {name}", lock_timeout, say):
-            ApplyRecords(ledger).reset(ids)
-            spec = project.backfill_by_name(name)
-            retries = (spec.retries if spec and spec.retries else project.retries)
-            engine = open_engine(project)
-            try:
-                return run_instances(project, ledger, engine, name, ids, retries.count, retries.delay_seconds,
-                                     on_change)
-            finally:
-                engine.close()
-    finally:
-        ledger.close()
+    next_step = f"run `backfill rerun {name} --failed` to run them again"
+    with stop_on_signals("rerun", next_step) as signalled:
+        try:
+            with hold_lock(ledger, f"rerun {name}", lock_timeout, say):
+                records = ApplyRecords(ledger)
+                try:
+                    records.reset(ids)
+                    spec = project.backfill_by_name(name)
+                    retries = (spec.retries if spec and spec.retries else project.retries)
+                    engine = open_engine(project)
+                    try:
+                        report = run_instances(project, ledger, engine, name, ids, retries.count,
+                                               retries.delay_seconds, on_change)
+                    finally:
+                        engine.close()
+                    signalled.check(next_step)
+                    return report
+                except Stopped:
+                    records.kill_unfinished(ids, signalled.reason or "killed")
+                    raise
+        finally:
+            ledger.close()

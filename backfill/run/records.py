@@ -99,6 +99,14 @@ class ApplyRecords:
         self.ledger.set_flags(list(ids), status="pending", error=None, rows=None, started_at=None, ended_at=None,
                               held=False, kill_requested=False, attempts=0)
 
+    def kill_unfinished(self, ids: Sequence[str], reason: str) -> list[str]:
+        """Instances among `ids` still `pending` or `waiting` end `killed` with `reason` (the command was
+        stopped by a signal before they ran). `running` ones are left to `recover`, which reads the
+        warehouse's write markers."""
+        todo = [r.id for r in self.ledger.instances(ids=list(ids)) if r.status in ("pending", "waiting")]
+        self.ledger.set_flags(todo, status="killed", error=reason, ended_at=time.time())
+        return todo
+
     def claim(self, ids: Sequence[str], run_id: str) -> None:
         """Mark instances as this run's: its write markers start with `run_id`."""
         self.ledger.set_flags(list(ids), run_id=run_id)

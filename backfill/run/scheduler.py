@@ -91,6 +91,7 @@ class BackfillRun:
         self._inflight = 0  # handed to the pool, not ended
         self.external: dict[str, str] = {}  # statuses of upstream instances of other backfills
         self.wait_external = False  # False: those ended before this run, or never run in it
+        self.stop_reason: str | None = None  # the applying process was told to stop (signals.py)
         self._host = socket.gethostname()
 
     # ------------------------------------------------------------------ steering from other terminals
@@ -105,11 +106,30 @@ class BackfillRun:
                     if job is not None:
                         job.token.cancel()
 
+    def stop(self, reason: str) -> None:
+        """End the run now: running SQL is interrupted, and every instance not finished ends `killed`
+        with `reason` (instead of `blocked`)."""
+        with self._lock:
+            self.stop_reason = reason
+            ids = list(self.jobs)
+        self.apply_flags({i: (i in self._held, True) for i in ids})
+
+    def settle_unstarted(self) -> None:
+        """After a stop: instances the flow never dispatched end `killed` with the reason."""
+        for job in self.jobs.values():
+            if job.status == "waiting":
+                self._set(job, "killed", error=self._killed_because("killed before it started"))
+
+    def _killed_because(self, default: str) -> str:
+        return self.stop_reason or default
+
     def active_ids(self) -> list[str]:
         return [i for i, j in self.jobs.items() if j.status in ("waiting", "running")]
 
     # ------------------------------------------------------------------ status bookkeeping
     def _set(self, job: _Job, status: str, **values: object) -> None:
+        if status == "blocked" and self.stop_reason:
+            status, values = "killed", {**values, "error": self.stop_reason}
         with self._lock:  # group threads and worker threads both change statuses
             previous = job.status
             job.status = status
@@ -262,7 +282,7 @@ class BackfillRun:
                 return None
             return self._submit(job, execute_batch, self, self._members(job))
         if killed:
-            self._set(job, "killed", error="killed before it started")
+            self._set(job, "killed", error=self._killed_because("killed before it started"))
         elif job.row.mode == "skip":
             self._set(job, "paused", error="skip execution: not run (Skip Execution)")
         elif held:
@@ -297,7 +317,7 @@ class BackfillRun:
     def _execute(self, job: _Job) -> Outcome:
         row = job.row
         if job.token.cancelled:
-            return Outcome("killed", error="killed before it started")
+            return Outcome("killed", error=self._killed_because("killed before it started"))
         self._set(job, "running", started_at=time.time())
         table = self.tables[row.table]
         attempts = self.retries + 1
@@ -316,9 +336,14 @@ class BackfillRun:
             try:
                 rows = self.engine.write_partition(req, job.token)  # type: ignore[attr-defined]
             except WriteCancelled:
-                log.append("killed: the running SQL was interrupted and rolled back")
-                self._attempt_end(attempt, "killed", None, "killed by an operator", log)
-                return Outcome("killed", error="killed by an operator")
+                committed = self.engine.committed_attempt(attempt_id)  # type: ignore[attr-defined]
+                if committed is not None:  # the interrupt came as it committed: the write is there
+                    self._attempt_end(attempt, "success", committed, None, log)
+                    return Outcome("success", rows=committed)
+                reason = self._killed_because("killed by an operator")
+                log.append(f"{reason}: the running SQL was interrupted and rolled back")
+                self._attempt_end(attempt, "killed", None, reason, log)
+                return Outcome("killed", error=reason)
             except Exception as exc:  # noqa: BLE001 - the engine's error is the instance's error
                 last_error = _one_line(exc)
                 log.append(f"failed: {last_error}")
