@@ -341,7 +341,8 @@ class BackfillRun:
                     self._attempt_end(attempt, "success", committed, None, log)
                     return Outcome("success", rows=committed)
                 reason = self._killed_because("killed by an operator")
-                log.append(f"{reason}: the running SQL was interrupted and rolled back")
+                log.append("killed: the running SQL was interrupted and rolled back"
+                           + (f" ({self.stop_reason})" if self.stop_reason else ""))
                 self._attempt_end(attempt, "killed", None, reason, log)
                 return Outcome("killed", error=reason)
             except Exception as exc:  # noqa: BLE001 - the engine's error is the instance's error
