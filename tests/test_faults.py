@@ -239,3 +239,111 @@ def test_a_second_ctrl_c_exits_at_once_and_apply_recovers(small: Path, prefect_a
     assert report.ok, report.backfills
     assert any("broke the lock" in m for m in messages)
     assert_exactly_once(small)
+
+
+# ------------------------------------------------------------------ storage faults
+
+def without_root_override() -> None:
+    """In the child: root's override of file modes dropped (a no-op for other users), so a read-only
+    file is read-only for the apply too. PR_CAPBSET_DROP of CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        libc.prctl(24, cap, 0, 0, 0)
+
+
+def markers(project: Path) -> dict[str, int]:
+    con = duckdb.connect(str(project / ".backfill" / "warehouse.duckdb"), read_only=True)
+    try:
+        return {str(i): int(n) for i, n in con.execute(
+            "SELECT instance_id, count(*) FROM _backfill_writes GROUP BY 1").fetchall()}
+    finally:
+        con.close()
+
+
+def no_success_without_its_write(project: Path) -> None:
+    """The ledger says success only for instances whose write committed (a marker in the warehouse)."""
+    ledger = open_ledger(load_project(project))
+    try:
+        succeeded = {r.id for r in ledger.instances() if r.status == "success"}
+    finally:
+        ledger.close()
+    assert succeeded <= set(markers(project)), succeeded - set(markers(project))
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_read_only_ledger_is_one_error_line_and_changes_nothing(small: Path, prefect_api: str, what: str) -> None:
+    spec = small / "backfills" / "logical_tables.yaml"
+    spec.write_text(spec.read_text().replace("end: 2026-07-02}", "end: 2026-07-01}"))  # first: a part of it
+    assert apply_project(small, say=lambda m: None).ok
+    spec.write_text(spec.read_text().replace("end: 2026-07-01}", "end: 2026-07-02}"))
+    state = small / ".backfill" / "state.db"
+    target = state if what == "file" else state.parent
+    written = markers(small)
+    target.chmod(0o444 if what == "file" else 0o555)
+    try:
+        probe = subprocess.run([sys.executable, "-c", f"open({str(state)!r}, 'r+b')"], preexec_fn=without_root_override,
+                               capture_output=True)
+        if probe.returncode == 0 and what == "file":
+            pytest.skip("this user writes read-only files anyway (root without a droppable override)")
+        done = subprocess.run([BACKFILL, "apply", "--yes", "--project", str(small)], capture_output=True, text=True,
+                              timeout=300, preexec_fn=without_root_override)
+    finally:
+        target.chmod(0o644 if what == "file" else 0o755)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr == (f"error: the ledger {state} cannot be written: it is read-only (attempt to write a "
+                           "readonly database); make the file and its folder writable for this user, then run "
+                           "`backfill apply` again (it recovers what was running)\n")
+    assert markers(small) == written  # nothing ran
+    apply_again(small)
+
+
+def test_a_full_disk_is_one_error_line_and_the_next_apply_recovers(small: Path, prefect_api: str) -> None:
+    import resource
+
+    def file_size_limit() -> None:  # a "disk" of 300 kB per file, for the apply only
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    done = subprocess.run([BACKFILL, "apply", "--yes", "--project", str(small)], capture_output=True, text=True,
+                          timeout=300, preexec_fn=file_size_limit)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    state = small / ".backfill" / "state.db"
+    assert done.stderr.splitlines()[-1].startswith(f"error: the ledger {state} cannot be written: the disk is full "
+                                                   "or a size limit was reached"), done.stderr
+    assert done.stderr.splitlines()[-1].endswith("free space on its disk, then run `backfill apply` again "
+                                                 "(it recovers what was running)")
+    our_lines_only(done.stderr)
+    no_success_without_its_write(small)
+    apply_again(small)
+
+
+def test_a_terminated_postgresql_ledger_connection(small: Path, pg_server: PgServer, prefect_api: str,  # noqa: F811
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    schema = use_postgres_ledger(small, pg_server, monkeypatch)
+    proc = subprocess.Popen([BACKFILL, "apply", "--yes", "--project", str(small)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    terminated = 0
+    with psycopg.connect(pg_server.url, autocommit=True) as admin:
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                done = admin.execute(f'SELECT count(*) FROM "{schema}".bf_instances WHERE status = %s',
+                                     ["success"]).fetchone()
+            except psycopg.errors.UndefinedTable:
+                done = (0,)
+            if done and done[0] >= 10:  # mid-run: kill every connection this apply holds on the ledger
+                terminated = len(admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                               "WHERE application_name = %s", [f"backfill ledger {proc.pid}"])
+                                 .fetchall())
+                break
+            time.sleep(0.02)
+    out, err = proc.communicate(timeout=120)
+    assert terminated >= 1, (out, err)
+    our_lines_only(err)
+    if proc.returncode:  # the connection came back for most writes; if not, one line says what happened
+        assert err.splitlines()[-1].startswith("error: the PostgreSQL ledger at "), err
+    no_success_without_its_write(small)
+    apply_again(small)

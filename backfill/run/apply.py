@@ -7,6 +7,7 @@ as a Prefect flow, summarise). What a dead apply left behind is settled first.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -80,10 +81,17 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
         return report
     engine.ensure_tables([project.tables[t] for t in sorted({r.table for r in rows})])
     started = time.monotonic()
-    writer = LedgerWriter(ledger)
+    runs: list[BackfillRun] = []
+
+    def ledger_failed(_exc: BaseException) -> None:  # the ledger cannot record progress any more: stop
+        for r in runs:
+            r.stop("killed: the ledger cannot be written")
+
+    writer = LedgerWriter(ledger, on_error=ledger_failed)
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=project.max_parallel, thread_name_prefix="instance")
     run = BackfillRun(name, rows, project.tables, engine, writer, pool, run_id, retries, retry_delay, on_change)
+    runs.append(run)
     run.apply_flags(ledger.flags([r.id for r in rows]))  # kills and pauses requested before it started
     run.earlier_attempts = ledger.attempt_counts([r.id for r in rows])
     outside = sorted({u for r in rows for u in r.upstream} - {r.id for r in rows})
@@ -95,7 +103,8 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
         while not stop.wait(0.5):
             active = run.active_ids()
             if active:
-                run.apply_flags(ledger.flags(active))
+                with contextlib.suppress(Exception):  # a ledger that fails now is reported by the writer
+                    run.apply_flags(ledger.flags(active))
 
     poller = threading.Thread(target=poll, name="ledger-poll", daemon=True)
     poller.start()

@@ -7,19 +7,27 @@ the warehouse's own write markers.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..errors import UserError
+from ..state.faults import LedgerUnavailable
 from ..state.ledger import Ledger
 
 __all__ = ["LedgerWriter"]
 
 
 class LedgerWriter:
-    def __init__(self, ledger: Ledger, interval: float = 0.05, max_batch: int = 500):
+    RETRIES = 3  # a batch is idempotent: after a lost connection it is written again on a fresh one
+
+    def __init__(self, ledger: Ledger, interval: float = 0.05, max_batch: int = 500,
+                 on_error: Callable[[BaseException], None] | None = None):
         self.ledger = ledger
+        self.on_error = on_error  # told once, from the writer's thread, when the ledger cannot be written
         self.interval = interval
         self.max_batch = max_batch
         self._queue: queue.Queue[Mapping[str, Any] | None] = queue.Queue()
@@ -29,8 +37,8 @@ class LedgerWriter:
 
     def put(self, instance_id: str, values: Mapping[str, Any] | None = None, attempt: Mapping[str, Any] | None = None,
             partitions: Sequence[tuple[str | None, ...]] | None = None) -> None:
-        if self._error is not None:
-            raise RuntimeError(f"the ledger cannot be written: {self._error}") from self._error
+        if self._error is not None:  # the run is being stopped; close() reports the error
+            return
         self._queue.put({"id": instance_id, "values": values, "attempt": attempt, "partitions": partitions})
 
     def _loop(self) -> None:
@@ -51,15 +59,35 @@ class LedgerWriter:
                     batch.append(nxt)
             except queue.Empty:
                 pass
-            if batch:
-                try:
-                    self.ledger.apply_updates(batch)
-                except BaseException as exc:  # noqa: BLE001 - reported on the next put/close
-                    self._error = exc
+            if batch and self._error is None:
+                self._write(batch)
+
+    def _write(self, batch: list[Mapping[str, Any]]) -> None:
+        for n in range(self.RETRIES + 1):
+            try:
+                self.ledger.apply_updates(batch)
+                return
+            except LedgerUnavailable as exc:
+                if exc.disconnect and n < self.RETRIES:
+                    time.sleep(0.2 * (n + 1))
+                    continue
+                self._fail(exc)
+                return
+            except BaseException as exc:  # noqa: BLE001 - reported by close()
+                self._fail(exc)
+                return
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        if self.on_error is not None:
+            with contextlib.suppress(Exception):  # the error itself is what close() reports
+                self.on_error(exc)
 
     def close(self) -> None:
         """Write everything queued, then stop."""
         self._queue.put(None)
         self._thread.join()
+        if isinstance(self._error, UserError):
+            raise self._error
         if self._error is not None:
-            raise RuntimeError(f"the ledger cannot be written: {self._error}") from self._error
+            raise UserError(f"the ledger cannot be written: {self._error}") from self._error

@@ -8,6 +8,7 @@ the schema is there.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import UserError
+from .faults import translate_errors
 
 __all__ = ["ACTIVE", "FINISHED", "SCHEMA_VERSION", "InstanceRow", "connect", "ensure_schema", "instance_row"]
 
@@ -167,9 +169,13 @@ def connect(url: str, schema: str | None = None) -> Engine:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-    if schema and url.startswith("postgresql"):
-        kwargs["connect_args"] = {"options": f"-csearch_path={schema}"}
+    if url.startswith("postgresql"):
+        # pre-ping: a pooled connection the server closed (restart, pg_terminate_backend) is replaced
+        kwargs["pool_pre_ping"] = True
+        kwargs["connect_args"] = {"application_name": f"backfill ledger {os.getpid()}",  # who, in pg_stat_activity
+                                  **({"options": f"-csearch_path={schema}"} if schema else {})}
     engine = sa.create_engine(url, future=True, **kwargs)
+    translate_errors(engine, schema)
     if url.startswith("sqlite"):
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
