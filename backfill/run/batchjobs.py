@@ -75,7 +75,7 @@ def execute_batch(run: BackfillRun, jobs: Sequence[_Job]) -> dict[str, Outcome]:
     lead = jobs[0]
     rows = [j.row for j in jobs]
     if lead.token.cancelled:
-        return {r.id: Outcome("killed", error="killed before it started") for r in rows}
+        return {r.id: Outcome("killed", error=run._killed_because("killed before it started")) for r in rows}
     began = time.time()  # one span for the whole unit
     for j in jobs:
         run._set(j, "running", started_at=began)
@@ -102,10 +102,11 @@ def execute_batch(run: BackfillRun, jobs: Sequence[_Job]) -> dict[str, Outcome]:
         try:
             counts = run.engine.write_batch(req, lead.token)  # type: ignore[attr-defined]
         except WriteCancelled:
+            reason = run._killed_because("killed by an operator")  # or the signal that stopped the apply
             for r in rows:
-                _end(run, records[r.id], "killed", None, "killed by an operator",
+                _end(run, records[r.id], "killed", None, reason,
                      [header, "killed: the running SQL was interrupted and rolled back"])
-            return _same_end({r.id: Outcome("killed", error="killed by an operator") for r in rows})
+            return _same_end({r.id: Outcome("killed", error=reason) for r in rows})
         except Exception as exc:  # noqa: BLE001 - the engine's error is every member's error
             last_error = _one_line(exc)
             for r in rows:

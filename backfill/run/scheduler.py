@@ -276,7 +276,7 @@ class BackfillRun:
         if members is not None:
             if killed or held:
                 for m in members:
-                    why = "killed before it started" if killed else \
+                    why = self._killed_because("killed before it started") if killed else \
                         f"paused by an operator (with its batch {job.row.batch}); `backfill resume` runs it"
                     self._set(self.jobs[m], "killed" if killed else "paused", error=why)
                 return None
