@@ -208,6 +208,14 @@ def test_pause_and_kill_without_a_running_apply_and_their_errors(tutorial: Path)
     edit(spec, "runtime: immediately", 'runtime: "2099-01-01T00:00:00"')
     applied = cli(tutorial, "apply", "--yes")
     assert applied.exit_code == 0, applied.output
+    # watching a backfill that waits for its runtime, with no apply running: it stops and says why
+    one_error(cli(tutorial, "instances", "--watch"),
+              "scheduled for later: tutorial_logical; `backfill serve` starts them when due")
+    why = cli(tutorial, "why", iid("dim_customer", "2026-07-01"), "--json")
+    assert why.exit_code == 0, why.output
+    assert json.loads(why.stdout)["waits"] == [{"kind": "schedule", "instance": None, "detail":
+                                                "its scheduled time 2099-01-01T00:00:00; `backfill serve` "
+                                                "(or an apply then) starts it"}]
     ledger = ledger_of(tutorial)
     try:  # set statuses directly, as an apply would have left them
         ledger.set_flags([iid(t, "2026-07-01") for t in TABLES], status="success")

@@ -59,6 +59,10 @@ def test_resume_runs_skipped_instances_and_what_they_blocked(tutorial: Path, pre
         ("2026-07-02", "failed", {"blocked": 4}),
         ("2026-07-03", "failed", {"blocked": 1, "paused": 1, "success": 2}),
         ("2026-07-04", "failed", {"blocked": 4})]
+    ended = cli(tutorial, "instances", "tutorial_logical", "--watch")  # it has ended: one page, exit 1
+    assert ended.exit_code == 1 and ended.stdout.startswith("--- ") and ended.stdout.count("--- ") == 1
+    assert ended.stdout.endswith("\nended: tutorial_logical failed\n")
+    assert ended.stderr == "error: tutorial_logical ended failed; `backfill why ID` explains an instance\n"
     monkeypatch.setenv("COLUMNS", "80")
     page = cli(tutorial, "instances", "tutorial_logical", "--by-date")
     assert page.exit_code == 0, page.output

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import datetime
 
 import typer
 
@@ -72,6 +73,10 @@ def _watch(ledger: Ledger, view: View) -> None:
     if failed:
         raise UserError(f"{', '.join(failed)} ended failed; `backfill why ID` explains an instance")
     if not ended:
+        scheduled = sorted(b["name"] for b in ledger.backfills() if b["name"] in snap.rollups and b["runtime"]
+                           and datetime.fromisoformat(b["runtime"]).timestamp() > time.time())
+        if scheduled:
+            raise UserError(f"scheduled for later: {', '.join(scheduled)}; `backfill serve` starts them when due")
         raise UserError("no apply is running and instances still wait: `backfill apply` runs them")
 
 
