@@ -242,6 +242,19 @@ def test_postgres_session_changes_do_not_leak_into_later_instances(pg: PgServer,
         engine.close()
 
 
+def test_postgres_session_locks_do_not_outlive_the_instance(pg: PgServer, tmp_path: Path) -> None:
+    engine = PostgresEngine(pg.url, pg.new_schema(), tmp_path, pool_size=1)
+    try:
+        engine.ensure_tables([t := _table()])
+        sql = "SELECT 1 AS id, CAST(pg_advisory_lock(4242) AS VARCHAR) AS a"
+        assert engine.write_partition(_req(t, sql)) == 1
+        # the pooled connection was reset: another session can take the lock at once
+        assert pg.conn.execute("SELECT pg_try_advisory_lock(4242)").fetchall() == [(True,)]
+        pg.conn.execute("SELECT pg_advisory_unlock(4242)")
+    finally:
+        engine.close()
+
+
 def test_postgres_instance_timeout(pg: PgServer, tmp_path: Path) -> None:
     engine = PostgresEngine(pg.url, pg.new_schema(), tmp_path, pool_size=1)
     try:

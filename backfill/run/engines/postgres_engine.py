@@ -94,8 +94,10 @@ class PostgresEngine:
         return conn
 
     def _session(self, conn: Conn) -> None:
-        """The engine's session settings, from scratch: whatever a statement changed is undone."""
+        """The engine's session settings, from scratch: whatever a statement changed is undone (settings
+        and session advisory locks; psycopg's prepared statements stay)."""
         conn.execute("RESET ALL")
+        conn.execute("SELECT pg_advisory_unlock_all()")
         conn.execute(f"SET search_path TO {qident(self.schema)}")
         if self.read_only:
             conn.execute("SET default_transaction_read_only = on")
