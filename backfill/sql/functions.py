@@ -55,7 +55,10 @@ _DUCKDB = _COMMON | frozenset({
     "json_extract", "json_extract_string", "json_value", "json_array_length", "to_json", "range",
     "sha256", "sha1", "base64", "to_base64", "from_base64", "hex", "unhex", "bar", "nullif", "ascii",
     "century", "decade", "millennium", "era", "to_days", "to_months", "to_years", "to_hours",
-    "to_minutes", "to_seconds", "current_date", "today",
+    "to_minutes", "to_seconds", "current_date", "today", "now", "cardinality", "nextafter", "list_aggregate",
+    "list_sort", "list_distinct", "list_reverse", "list_slice", "list_concat", "array_contains", "element_at",
+    "map", "map_keys", "map_values", "regexp_split_to_array", "age", "make_interval", "uuid", "gen_random_uuid",
+    "current_timestamp", "unicode", "ord", "strlen", "bit_length", "list_position", "flatten",
 })
 
 _POSTGRES = _COMMON | frozenset({
