@@ -137,3 +137,17 @@ def test_the_compiler_infers_once_per_shape_and_evaluates_per_date() -> None:
     assert seen[2] == {"ods_order": one("2026-07-25", "2026-07-31"),
                        "fct_order_buy_di": one("2026-07-31", "2026-07-31")}
     assert len([k for k in compiler._read_sets._shapes if k[0] == "dws_all"]) == 1
+
+
+@pytest.mark.parametrize("sql", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_the_fast_path_of_conjunctions_agrees_with_the_general_one(sql: str) -> None:
+    from backfill.sql.reads import conjunction, conjunction_ranges
+
+    tree = qualify(sqlglot.parse_one(sql, read="duckdb"), schema=SCHEMA, dialect="duckdb", quote_identifiers=False,
+                   identify=False, validate_qualify_columns=False)
+    for table, formula in infer_reads(tree, {t: "ds" for t in SCHEMA}).items():
+        cmps = conjunction(formula)
+        if cmps is not None:
+            hourly = table in HOURLY
+            assert conjunction_ranges([(c, c.text) for c in cmps], hourly) == \
+                as_ranges(evaluate(formula, hourly, lambda s: s), hourly), table

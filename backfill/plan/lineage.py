@@ -42,15 +42,27 @@ class WriteIndex:
             by.setdefault(table, {}).setdefault(ds, []).append(iid)
         self._keys = {t: sorted(m) for t, m in by.items()}
         self._ids = by
+        self._found: dict[tuple[str, object], list[str]] = {}  # readers of one table often read the same range
 
     def tables(self) -> set[str]:
         return set(self._ids)
 
     def writers(self, table: str, ranges: tuple[tuple[str | None, str | None], ...] | str) -> list[str]:
+        found = self._found.get((table, ranges))
+        if found is None:
+            found = self._found[(table, ranges)] = self._writers(table, ranges)
+        return found
+
+    def _writers(self, table: str, ranges: tuple[tuple[str | None, str | None], ...] | str) -> list[str]:
         keys = self._keys.get(table)
         if not keys:
             return []
         ids = self._ids[table]
+        if len(ranges) == 1 and not isinstance(ranges, str):  # the usual case: one window
+            lo, hi = ranges[0]
+            start = 0 if lo is None else bisect_left(keys, lo)
+            end = len(keys) if hi is None else bisect_right(keys, hi)
+            return [i for k in keys[start:end] for i in ids[k]]
         return [i for n in _slice(keys, ranges) for i in ids[keys[n]]]
 
     def dates(self, table: str) -> list[str]:
@@ -58,11 +70,15 @@ class WriteIndex:
 
 
 def upstream_ids(own_id: str, reads: ReadSet, index: WriteIndex) -> list[str]:
-    """The instances of `index` that write a partition of `reads` (never the instance itself)."""
-    out: list[str] = []
-    for table, ranges in reads:
-        out.extend(i for i in index.writers(table, ranges) if i != own_id)
-    return sorted(set(out)) if len(out) > 1 else out
+    """The instances of `index` that write a partition of `reads` (never the instance itself), sorted."""
+    if len(reads) == 1:
+        out = index.writers(*reads[0])
+    else:
+        out = []
+        for table, ranges in reads:
+            out.extend(index.writers(table, ranges))
+        out.sort()
+    return [i for i in out if i != own_id] if own_id in out else list(out)
 
 
 def partition_cycle(ids: Sequence[str], upstream: Mapping[str, Sequence[str]]) -> list[str] | None:

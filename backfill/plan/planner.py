@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import Literal, cast
@@ -264,7 +264,7 @@ def _action(inst_id: str, mode: Mode, fp: str, table_fp: str, needed: Iterable[s
     return "new", "missing"
 
 
-def _upstream_change(ledger: LedgerView, inst: PlannedInstance, upstream: Iterable[str],
+def _upstream_change(ledger: LedgerView, table: str, ds: str, reads: ReadSet, upstream: Iterable[str],
                      will_run: Mapping[str, bool]) -> str:
     """Why a partition that is current by its own SQL must still run: its inputs change or changed.
 
@@ -273,10 +273,10 @@ def _upstream_change(ledger: LedgerView, inst: PlannedInstance, upstream: Iterab
     for up_id in upstream:
         if will_run.get(up_id):
             return f"upstream {up_id.split('/', 1)[1]} runs first"
-    mine = ledger.written.get((inst.table, inst.ds))
+    mine = ledger.written.get((table, ds))
     if mine is None:
         return ""
-    return rewritten_after(ledger.times, inst.reads, mine)
+    return rewritten_after(ledger.times, reads, mine)
 
 
 def _check_partition_cycles(project: Project, drafts: Iterable[PlannedInstance],
@@ -327,11 +327,17 @@ def plan_backfill(
 
     errors: dict[tuple[object, ...], SpecError] = {}
     drafts: list[PlannedInstance] = []
-    for tname in order:  # first pass: every instance against the ledger alone
+    # every partition this backfill writes, known before any SQL: upstream across dates in one pass
+    index = WriteIndex((f"{name}/{t}/{ds_text(ts, project.tables[t].hourly)}", t,
+                        ds_text(ts, project.tables[t].hourly)) for t in order for ts in stamps[t])
+    upstream: dict[str, list[str]] = {}
+    will_run: dict[str, bool] = {}
+    # tables in dependency order, dates ascending: what an instance reads is decided before it
+    for tname in order:
         table = project.tables[tname]
         mode: Mode = "skip" if _selected(spec.skip, tname) else "dry_run" if _selected(spec.dry_run, tname) else "run"
         fields = chosen_fields.get(tname)
-        for ts in sorted(stamps[tname], reverse=spec.order == "descending"):
+        for ts in stamps[tname]:
             ds = ds_text(ts, table.hourly)
             compiled = compiler.compile(table, ts, params, ds)
             if isinstance(compiled, list):
@@ -341,6 +347,7 @@ def plan_backfill(
             if errors:
                 continue  # only collecting errors now
             inst_id = f"{name}/{tname}/{ds}"
+            ups = upstream[inst_id] = upstream_ids(inst_id, compiled.read_set, index)
             sql, fp, linked = compiled.sql, compiled.fingerprint, cast(tuple[str, ...], ())
             if fields:
                 sql, linked = compiler.field_selection(table, ts, params, fields)
@@ -348,29 +355,26 @@ def plan_backfill(
             needed = (*fields, *linked) if fields else table.field_names
             group, pos = where[ts.date()]
             action, reason = _action(inst_id, mode, fp, compiled.fingerprint, needed, ledger, (tname, ds))
+            if action == "done" and mode == "run":
+                reason = _upstream_change(ledger, tname, ds, compiled.read_set, ups, will_run)
+                action = "stale" if reason else "done"
+            will_run[inst_id] = mode == "run" and action != "done"
             drafts.append(PlannedInstance(
                 id=inst_id, table=tname, ds=ds, group=group, position=pos, mode=mode, action=action,
-                sql=sql, fingerprint=fp, table_fingerprint=compiled.fingerprint, upstream=(),
+                sql=sql, fingerprint=fp, table_fingerprint=compiled.fingerprint, upstream=tuple(ups),
                 fields=fields, linked=linked, reason=reason, reads=compiled.read_set,
             ))
     if errors:
         raise SpecErrors(errors.values())
-    # second pass, tables in dependency order and dates ascending: upstream and staleness across dates
-    index = WriteIndex((i.id, i.table, i.ds) for i in drafts)
-    upstream = {i.id: upstream_ids(i.id, i.reads, index) for i in drafts}
     _check_partition_cycles(project, drafts, upstream)
-    will_run: dict[str, bool] = {}
-    final: dict[str, PlannedInstance] = {}
-    for i in sorted(drafts, key=lambda i: (order.index(i.table), i.ds)):
-        action, reason = i.action, i.reason
-        if action == "done" and i.mode == "run":
-            reason = _upstream_change(ledger, i, upstream[i.id], will_run)
-            action = "stale" if reason else "done"
-        will_run[i.id] = i.mode == "run" and action != "done"
-        final[i.id] = replace(i, action=action, reason=reason, upstream=tuple(upstream[i.id]))
     by_day: dict[date, list[PlannedInstance]] = {d: [] for d in days}
-    for i in drafts:  # tables in dependency order, dates (and hours) in the chosen order
-        by_day[date.fromisoformat(i.ds[:10])].append(final[i.id])
+    for i in drafts:
+        by_day[date.fromisoformat(i.ds[:10])].append(i)
+    if spec.order == "descending":  # tables stay in dependency order, hours of a day go descending
+        rank = {t: n for n, t in enumerate(order)}
+        for day_list in by_day.values():
+            day_list.reverse()
+            day_list.sort(key=lambda i: rank[i.table])
     runs = table_runs(project, compiler, spec, order)
     instances = tuple(assign_batches([i for chunk in chunks for d in chunk for i in by_day[d]], runs, project,
                                      compiler, params, name))
@@ -388,8 +392,13 @@ def plan_backfill(
 def _order_notes(drafts: list[PlannedInstance], upstream: Mapping[str, list[str]], groups: int) -> tuple[str, ...]:
     """In words: reads that make groups wait for one another, or dates run out of the chosen order."""
     where = {i.id: (i.group, i.position) for i in drafts}
-    notes = [chain_note({i: g for i, (g, _) in where.items()}, upstream, groups)]
-    ahead = sorted({where[i][0] for i, ups in upstream.items() for u in ups
+    last: dict[int, int] = {}
+    for i in drafts:
+        last[i.group] = max(last.get(i.group, 0), i.position)
+    # waits across groups show at the ends of a group (reads reach back or forward from there)
+    first = {i.id: upstream[i.id] for i in drafts if i.position in (0, last[i.group])}
+    notes = [chain_note({i: g for i, (g, _) in where.items()}, first, groups)]
+    ahead = sorted({where[i][0] for i, ups in first.items() for u in ups
                     if where[u][0] == where[i][0] and where[u][1] > where[i][1]})
     if ahead:
         notes.append("in group(s) " + ", ".join(map(str, ahead)) + " some dates read partitions of dates that "

@@ -26,7 +26,8 @@ from functools import lru_cache
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, build_scope
 
-__all__ = ["All", "Any_", "Cmp", "TRUE", "Formula", "as_ranges", "evaluate", "infer_reads", "parse_moment"]
+__all__ = ["All", "Any_", "Cmp", "TRUE", "Formula", "as_ranges", "conjunction", "conjunction_ranges", "evaluate",
+           "infer_reads", "parse_moment"]
 
 
 @dataclass(frozen=True)
@@ -260,22 +261,58 @@ def parse_moment(text: str) -> datetime | None:
 
 
 def _cmp_interval(c: Cmp, hourly: bool, fill: Callable[[str], str]) -> list[Interval] | None:
-    moment = parse_moment(fill(c.text))
+    found = _interval(c.op, fill(c.text), c.unit, c.shift_hours, c.day_value, hourly)
+    return None if found is None else [found]
+
+
+@lru_cache(maxsize=65536)
+def _interval(op: str, text: str, unit: str, shift_hours: int, day_value: bool, hourly: bool) -> Interval | None:
+    moment = parse_moment(text)
     if moment is None:
         return None
-    if c.day_value:
+    if day_value:
         moment = datetime.combine(moment.date(), datetime.min.time())
-    hours = moment.toordinal() * 24 + moment.hour + c.shift_hours
+    hours = moment.toordinal() * 24 + moment.hour + shift_hours
     exact = moment.minute == 0 and moment.second == 0 and moment.microsecond == 0
-    per = 1 if hourly and c.unit != "day" else 24
+    per = 1 if hourly and unit != "day" else 24
     floor, exact = divmod(hours, per)[0], exact and hours % per == 0
     lo: int | None
     hi: int | None
     lo, hi = {"eq": (floor, floor), "ge": (floor if exact else floor + 1, None), "gt": (floor + 1, None),
-              "le": (None, floor), "lt": (None, floor - 1 if exact else floor)}[c.op]
+              "le": (None, floor), "lt": (None, floor - 1 if exact else floor)}[op]
     if hourly and per == 24:  # a DATE bound on an hourly partition: every hour of those days
         lo, hi = (None if lo is None else lo * 24), (None if hi is None else hi * 24 + 23)
-    return [(lo, hi)]
+    return (lo, hi)
+
+
+def conjunction(f: Formula) -> list[Cmp] | None:
+    """The comparisons of a plain conjunction (the usual `=` or BETWEEN), None for anything else."""
+    if f is TRUE:
+        return []
+    if isinstance(f, Cmp):
+        return [f]
+    if isinstance(f, All) and all(isinstance(p, Cmp) for p in f.parts):
+        return [p for p in f.parts if isinstance(p, Cmp)]
+    return None
+
+
+def conjunction_ranges(cmps: list[tuple[Cmp, str]], hourly: bool) -> tuple[tuple[str | None, str | None], ...] | str:
+    """`as_ranges(evaluate(...))` of a conjunction whose literals are filled in already, faster."""
+    lo: int | None = None
+    hi: int | None = None
+    for c, text in cmps:
+        iv = _interval(c.op, text, c.unit, c.shift_hours, c.day_value, hourly)
+        if iv is None:
+            continue
+        if iv[0] is not None and (lo is None or iv[0] > lo):
+            lo = iv[0]
+        if iv[1] is not None and (hi is None or iv[1] < hi):
+            hi = iv[1]
+    if lo is None and hi is None:
+        return "all"
+    if lo is not None and hi is not None and lo > hi:
+        return ()
+    return ((None if lo is None else _ds(lo, hourly), None if hi is None else _ds(hi, hourly)),)
 
 
 def _intersect(a: list[Interval], b: list[Interval]) -> list[Interval]:
@@ -317,6 +354,7 @@ def evaluate(f: Formula, hourly: bool, fill: Callable[[str], str]) -> list[Inter
     return [(None, None)]
 
 
+@lru_cache(maxsize=262144)
 def _ds(n: int, hourly: bool) -> str:
     if hourly:
         day, hour = divmod(n, 24)

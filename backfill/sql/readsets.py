@@ -14,7 +14,7 @@ import sqlglot
 from sqlglot.errors import SqlglotError
 
 from ..spec.model import Project, Table
-from .reads import TRUE, Formula, as_ranges, evaluate, infer_reads
+from .reads import TRUE, Cmp, Formula, as_ranges, conjunction, conjunction_ranges, evaluate, infer_reads
 from .sqlcheck import ShapeCheck, partition_type
 from .templates import Rendered, mark_values, strip_marks
 
@@ -46,6 +46,7 @@ class ShapeReads:
     def __init__(self, project: Project):
         self.project = project
         self._shapes: dict[tuple[str, str], tuple[dict[str, Formula] | None, tuple[str, ...]]] = {}
+        self._fast: dict[tuple[str, str], list[tuple[str, bool, list[tuple[Cmp, int]] | None]]] = {}
 
     def read_set(self, table: Table, rendered: Rendered, check: ShapeCheck) -> ReadSet:
         if not check.reads:
@@ -55,11 +56,20 @@ class ShapeReads:
         if found is None:
             found = self._shapes[key] = self._infer_reads(rendered, check)
         formulas, placeholders = found
+        tables = self.project.tables
         if formulas is None:  # no unambiguous placeholders: this instance on its own
             formulas = self._infer_on(rendered.sql, check)
             lookup: dict[str, str] = {}
         else:
-            lookup = dict(zip(placeholders, mark_values(rendered.marked), strict=True))
+            values = mark_values(rendered.marked)
+            fast = self._fast.get(key)
+            if fast is None:
+                fast = self._fast[key] = self._conjunctions(formulas, placeholders, check)
+            if all(cmps is not None for _n, _h, cmps in fast):
+                return tuple((name, conjunction_ranges(
+                    [(c, c.text if slot < 0 else c.text.replace(placeholders[slot], values[slot]))
+                     for c, slot in cmps or ()], hourly)) for name, hourly, cmps in fast)
+            lookup = dict(zip(placeholders, values, strict=True))
 
         def fill(text: str) -> str:
             for ph, value in lookup.items():
@@ -67,9 +77,25 @@ class ShapeReads:
                     text = text.replace(ph, value)
             return text
 
-        tables = self.project.tables
         return tuple((name, as_ranges(evaluate(formulas.get(name, TRUE), tables[name].hourly, fill),
                                       tables[name].hourly)) for name in check.reads if name in tables)
+
+    def _conjunctions(self, formulas: dict[str, Formula], placeholders: tuple[str, ...], check: ShapeCheck
+                      ) -> list[tuple[str, bool, list[tuple[Cmp, int]] | None]]:
+        """Per table read, its comparisons with the one placeholder each holds (-1: none), when the
+        formula is a plain conjunction and no literal holds two placeholders; else None (general path)."""
+        out: list[tuple[str, bool, list[tuple[Cmp, int]] | None]] = []
+        for name in check.reads:
+            if name not in self.project.tables:
+                continue
+            hourly = self.project.tables[name].hourly
+            cmps = conjunction(formulas.get(name, TRUE))
+            slots = [[n for n, ph in enumerate(placeholders) if ph in c.text] for c in cmps or []]
+            if cmps is None or any(len(s) > 1 for s in slots):
+                out.append((name, hourly, None))
+            else:
+                out.append((name, hourly, [(c, s[0] if s else -1) for c, s in zip(cmps, slots, strict=True)]))
+        return out
 
     def _infer_reads(self, rendered: Rendered, check: ShapeCheck
                      ) -> tuple[dict[str, Formula] | None, tuple[str, ...]]:
