@@ -49,6 +49,14 @@ def _ledger(project: Path, sql: str) -> list[tuple[object, ...]]:
         con.close()
 
 
+def _rows_if_any(project: Path, table: str, ds: str) -> list[tuple[object, ...]]:
+    """A partition's rows; none while its table is not created yet (its backfill has not started)."""
+    try:
+        return warehouse_rows(project, table, ds)
+    except duckdb.CatalogException:
+        return []
+
+
 def _assert_oracle(project: Path) -> None:
     loaded = set(INTEGRATION)
     for table in TUTORIAL_TABLES:
@@ -153,7 +161,7 @@ def test_kill_9_inside_a_batch_leaves_it_all_old_or_all_new_then_apply_writes_ea
         written = [iid for iid, _, _ in parts if iid in markers]
         assert written in ([], [iid for iid, _, _ in parts]), batch
         for _, table, ds in parts:
-            rows = warehouse_rows(tutorial, table, ds) if markers else []
+            rows = _rows_if_any(tutorial, table, ds) if markers else []
             # old: nothing yet; new: the oracle's rows
             assert rows == (oracle.expected(tutorial, table, date.fromisoformat(ds), loaded) if written else [])
 
