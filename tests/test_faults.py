@@ -347,3 +347,82 @@ def test_a_terminated_postgresql_ledger_connection(small: Path, pg_server: PgSer
         assert err.splitlines()[-1].startswith("error: the PostgreSQL ledger at "), err
     no_success_without_its_write(small)
     apply_again(small)
+
+
+def _local_ports(pid: int) -> list[int]:
+    """TCP ports of the sockets process `pid` holds (its connections, as the server sees their client port)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = []
+    for table in ("tcp", "tcp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        for line in path.read_text().splitlines()[1:] if path.exists() else []:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_a_lost_warehouse_connection_fails_its_instance_never_succeeds(
+        small: Path, pg_server: PgServer, prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    import psycopg
+    import yaml
+
+    state = use_postgres_ledger(small, pg_server, monkeypatch)
+    warehouse = pg_server.new_schema()
+    monkeypatch.setenv("BF_TEST_WAREHOUSE_URL", pg_server.url)
+    spec = small / "project.yaml"
+    spec.write_text(spec.read_text().replace("engine: {type: duckdb, path: .backfill/warehouse.duckdb}",
+                                             f"engine: {{type: postgres, url_env: BF_TEST_WAREHOUSE_URL, "
+                                             f"schema: {warehouse}}}"))
+    proc = subprocess.Popen([BACKFILL, "apply", "--yes", "--project", str(small)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    terminated = 0
+    with psycopg.connect(pg_server.url, autocommit=True) as admin:
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                done = admin.execute(f'SELECT count(*) FROM "{state}".bf_instances WHERE status = %s',
+                                     ["success"]).fetchone()
+            except psycopg.errors.UndefinedTable:
+                done = (0,)
+            if done and done[0] >= 10:  # mid-run: every warehouse connection of the apply (not the ledger's)
+                terminated = len(admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY(%s) "
+                    "AND application_name NOT LIKE 'backfill ledger%%'", [_local_ports(proc.pid)]).fetchall())
+                break
+            time.sleep(0.02)
+    out, err = proc.communicate(timeout=120)
+    assert terminated >= 1, (out, err)
+    our_lines_only(err)
+
+    def marker_counts() -> dict[str, int]:
+        with psycopg.connect(pg_server.url) as conn:
+            return dict(conn.execute(f'SELECT instance_id, count(*) FROM "{warehouse}"._backfill_writes '
+                                     "GROUP BY 1").fetchall())
+
+    ledger = open_ledger(load_project(small))
+    try:
+        succeeded = {r.id for r in ledger.instances() if r.status == "success"}
+    finally:
+        ledger.close()
+    assert succeeded <= set(marker_counts())  # never success for a write that did not commit
+
+    report = apply_project(small, say=lambda m: None)
+    assert report.ok, report.backfills
+    loaded = set(INTEGRATION)
+    with psycopg.connect(pg_server.url) as conn:
+        for table in TUTORIAL_TABLES:
+            fields = [f["name"] for f in yaml.safe_load((small / "tables" / f"{table}.yaml").read_text())["fields"]]
+            cols = ", ".join(f'"{f}"' for f in fields)
+            for ds in (INTEGRATION if table.startswith("ods_") else LOGICAL):
+                rows = conn.execute(f'SELECT {cols} FROM "{warehouse}"."{table}" WHERE ds = %s', [ds]).fetchall()
+                assert oracle.sort_rows(rows) == oracle.expected(small, table, ds, loaded), (table, ds)
+    counts = marker_counts()
+    assert len(counts) == INSTANCES and set(counts.values()) == {1}, counts

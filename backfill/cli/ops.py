@@ -193,9 +193,14 @@ def register(app: typer.Typer) -> None:
 
         root = project_root(project)
         typer.echo(f"serving {root}: checking scheduled backfills every {interval:g}s")
+        from ..run.signals import Stopped
+
         while True:
             try:
                 ran = _serve_once(root, interval)
+            except Stopped as exc:  # SIGTERM or SIGINT during a scheduled apply: stop serving
+                print(f"error: {exc}", file=sys.stderr)
+                raise typer.Exit(1) from None
             except (SpecErrors, UserError) as exc:  # report, keep serving: the next commit may fix it
                 lines = [e.one_line() for e in exc.errors] if isinstance(exc, SpecErrors) else [f"error: {exc}"]
                 for line in lines:

@@ -336,7 +336,7 @@ class BackfillRun:
             try:
                 rows = self.engine.write_partition(req, job.token)  # type: ignore[attr-defined]
             except WriteCancelled:
-                committed = self.engine.committed_attempt(attempt_id)  # type: ignore[attr-defined]
+                committed = self._committed(attempt_id)
                 if committed is not None:  # the interrupt came as it committed: the write is there
                     self._attempt_end(attempt, "success", committed, None, log)
                     return Outcome("success", rows=committed)
@@ -346,6 +346,10 @@ class BackfillRun:
                 self._attempt_end(attempt, "killed", None, reason, log)
                 return Outcome("killed", error=reason)
             except Exception as exc:  # noqa: BLE001 - the engine's error is the instance's error
+                committed = self._committed(attempt_id)
+                if committed is not None:  # the connection was lost after its COMMIT went through
+                    self._attempt_end(attempt, "success", committed, None, [*log, f"committed ({exc})"])
+                    return Outcome("success", rows=committed)
                 last_error = _one_line(exc)
                 log.append(f"failed: {last_error}")
                 log.append(traceback.format_exc(limit=3))
@@ -358,6 +362,14 @@ class BackfillRun:
             self._attempt_end(attempt, "success", rows, None, log)
             return Outcome("success", rows=rows)
         return Outcome("failed", error=last_error)  # pragma: no cover
+
+    def _committed(self, attempt_id: str) -> int | None:
+        """Rows of an attempt whose write committed although the call failed (its marker is there);
+        None when it did not commit or the warehouse cannot tell now (a failure stays a failure)."""
+        try:
+            return self.engine.committed_attempt(attempt_id)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - unknown: the instance fails and runs again next time
+            return None
 
     def _write_fields(self, row: InstanceRow) -> tuple[str, ...] | None:
         if not row.fields:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,10 @@ class Pool:
             while not self._idle and self._count >= self._size:
                 self._cond.wait()
             conn = self._idle.pop() if self._idle else None
+            if conn is not None and _closed_by_server(conn):  # terminated while idle: use a new one
+                conn.close()
+                conn = None
+                self._count -= 1
             if conn is None:
                 self._count += 1
         if conn is None:
@@ -66,3 +71,15 @@ class Pool:
                 conn.close()
             self._count -= len(self._idle)
             self._idle.clear()
+
+
+def _closed_by_server(conn: Conn) -> bool:
+    """An idle connection the server has written to (its goodbye, then end of file) is gone; no
+    round trip: a non-blocking look at its socket."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
