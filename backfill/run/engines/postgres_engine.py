@@ -89,9 +89,27 @@ class PostgresEngine:
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise EngineError(f"cannot connect to PostgreSQL: {one_line(exc)}") from exc
+            raise EngineError(f"cannot connect to {self._where()}: {one_line(exc)}; check that the server runs "
+                              "and accepts connections") from exc
         self._session(conn)
         return conn
+
+    def _where(self) -> str:
+        """The warehouse as a user names it (no password)."""
+        try:
+            info = psycopg.conninfo.conninfo_to_dict(self.url)
+        except psycopg.Error:
+            return "the PostgreSQL warehouse"
+        return (f"the PostgreSQL warehouse at {info.get('host') or 'localhost'}:{info.get('port') or 5432}/"
+                f"{info.get('dbname') or ''}")
+
+    def _error(self, exc: psycopg.Error) -> EngineError:
+        """An error outside an instance's write; a lost connection says which server and what to do."""
+        if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.QueryCanceled):
+            return EngineError(f"{self._where()} is unreachable: {one_line(exc)}; check that the server runs "
+                               "and accepts connections, then run `backfill apply` again (it recovers what "
+                               "was running)")
+        return EngineError(f"PostgreSQL: {one_line(exc)}")
 
     def _session(self, conn: Conn) -> None:
         """The engine's session settings, from scratch: whatever a statement changed is undone (settings
@@ -125,9 +143,9 @@ class PostgresEngine:
                     return
                 except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject) as exc:
                     if attempt == 2:
-                        raise EngineError(f"PostgreSQL: {one_line(exc)}") from exc
+                        raise self._error(exc) from exc
                 except psycopg.Error as exc:
-                    raise EngineError(f"PostgreSQL: {one_line(exc)}") from exc
+                    raise self._error(exc) from exc
 
     def _ensure_marker(self) -> None:
         cols = ", ".join(f"{qident(n)} {t}" for n, t in MARKER_COLUMNS)
@@ -257,7 +275,7 @@ class PostgresEngine:
                     cur.execute(sql, list(params) if params else None)
                     return [tuple(r) for r in cur.fetchall()] if cur.description else []
             except psycopg.Error as exc:
-                raise EngineError(f"PostgreSQL: {one_line(exc)}") from exc
+                raise self._error(exc) from exc
 
     def explain(self, sql: str, table: Table | None = None) -> str | None:
         if table is not None and table.kind == "integration":
