@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/execute_overhead.py
 	$(BIN)/python bench/status_scale.py
+	$(BIN)/python bench/prefect_start.py
 
 # SQLMesh and dbt-duckdb side by side (installs them under .peers/ the first time; several minutes)
 bench-peers: $(STAMP)

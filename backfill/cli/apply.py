@@ -21,6 +21,8 @@ def register(app: typer.Typer) -> None:
         project: ProjectOpt = None,
         yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
         lock_timeout: Annotated[float, typer.Option("--lock-timeout", help="seconds to wait for another apply")] = 0.0,
+        work_pool: Annotated[str | None, typer.Option(
+            "--work-pool", help="run each group as a flow run on this Prefect work pool's workers")] = None,
         as_json: JsonOpt = False,
     ) -> None:
         from ..plan.explain import plan_to_text
@@ -45,7 +47,8 @@ def register(app: typer.Typer) -> None:
             try:
                 report = apply_project(root, names, plan_file, lock_timeout,
                                        say=lambda m: typer.echo(m, err=True),
-                                       on_change=live.on_change, before_run=live.start_backfill)
+                                       on_change=live.on_change, before_run=live.start_backfill,
+                                       work_pool=work_pool)
             except UserError:
                 live.stop()
                 raise

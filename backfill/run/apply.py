@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..plan.planner import BackfillPlan
@@ -30,13 +30,21 @@ from ..plan.workspace import (
     specs_fingerprint,
 )
 from ..spec.model import Project
+from ..state.claims import lease_seconds, process_claimant
 from ..state.ledger import Ledger
-from .decide import Decision, decide
+from . import tempserver
+from .claiming import attach_claims, ended_flow_runs
+from .decide import decide
+from .executor import Executor
 from .lock import hold_lock
 from .records import ApplyRecords
 from .signals import STOP, Stopped, run_in_thread, stop_on_signals
 
-__all__ = ["ApplyReport", "BackfillReport", "apply_project", "hold_lock", "run_again", "run_instances"]
+if TYPE_CHECKING:
+    from .tempserver import TemporaryServer
+
+__all__ = ["ApplyReport", "BackfillReport", "apply_project", "attach_claims", "hold_lock", "run_again",
+           "run_instances"]
 
 
 @dataclass
@@ -67,7 +75,8 @@ class ApplyReport:
 
 def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids: Sequence[str],
                   retries: int, retry_delay: float, on_change: Callable[[str, str, str], None] | None = None,
-                  run_id: str | None = None) -> BackfillReport:
+                  run_id: str | None = None, server: TemporaryServer | None = None,
+                  say: Callable[[str], None] | None = None) -> BackfillReport:
     """Execute recorded instances of one backfill through the Prefect flow; wait for the end."""
     from .flow import run_flow
     from .scheduler import BackfillRun
@@ -89,29 +98,36 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
 
     writer = LedgerWriter(ledger, on_error=ledger_failed)
     stop = threading.Event()
+    claimant, lease = process_claimant(), lease_seconds()
     pool = ThreadPoolExecutor(max_workers=project.max_parallel, thread_name_prefix="instance")
     run = BackfillRun(name, rows, project.tables, engine, writer, pool, run_id, retries, retry_delay, on_change)
     runs.append(run)
+    attach_claims(run, ledger, claimant, lease)
     run.apply_flags(ledger.flags([r.id for r in rows]))  # kills and pauses requested before it started
     run.earlier_attempts = ledger.attempt_counts([r.id for r in rows])
     outside = sorted({u for r in rows for u in r.upstream} - {r.id for r in rows})
     run.external = {r.id: r.status for n in range(0, len(outside), 500)
                     for r in ledger.instances(ids=outside[n:n + 500])}
-    run.start()
+    ledger.mark_waiting([r.id for r in rows])
+    server = server or tempserver.for_project(project.root)
 
     def poll() -> None:
+        renewed = time.monotonic()
         while not stop.wait(0.5):
             active = run.active_ids()
-            if active:
-                with contextlib.suppress(Exception):  # a ledger that fails now is reported by the writer
+            with contextlib.suppress(Exception):  # a ledger that fails now is reported by the writer
+                if active:
                     run.apply_flags(ledger.flags(active))
+                if time.monotonic() - renewed > lease / 3:
+                    ledger.renew(claimant, lease)
+                    renewed = time.monotonic()
 
     poller = threading.Thread(target=poll, name="ledger-poll", daemon=True)
     poller.start()
     STOP.attach(run)
     try:
         # off the main thread: SIGTERM and SIGINT reach signals.py's handlers, which stop the run
-        run_in_thread(lambda: run_flow(run), stopped=lambda: run.stop_reason is not None)
+        run_in_thread(lambda: run_flow(run, project.name, server, say), stopped=lambda: run.stop_reason is not None)
         if run.stop_reason:
             run.settle_unstarted()  # what a flow that never got going leaves waiting
     finally:
@@ -161,21 +177,35 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
                   lock_timeout: float = 0.0, today: date | None = None,
                   say: Callable[[str], None] = print,
                   on_change: Callable[[str, str, str], None] | None = None,
-                  before_run: Callable[[BackfillPlan], None] | None = None) -> ApplyReport:
+                  before_run: Callable[[BackfillPlan], None] | None = None,
+                  work_pool: str | None = None) -> ApplyReport:
     from ..spec.loader import load_project
 
+    # the temporary Prefect server boots in the background while we load, lock and plan (on a first
+    # apply, once the specs validated: a refused first apply leaves nothing behind)
+    server = tempserver.for_project(root) if not work_pool and (root / ".backfill").is_dir() else None
     project = load_project(root)
     if plan_file is None and not ledger_exists(project):
         # a first apply of specs that do not validate creates no ledger and no warehouse
         validate_project(root, today=today, only=list(selectors) or None)
+    pool = work_pool or project.work_pool
+    if pool:
+        from .workpool import check_work_pool_project
+
+        check_work_pool_project(project, pool)
+    executor = Executor(project, ledger=None, pool=pool, server=server, say=say, on_change=on_change,
+                         before_run=before_run)
+    if server is None and not pool:
+        executor.server = tempserver.for_project(root)
     ledger = open_ledger(project)
+    executor.ledger = ledger
     records = ApplyRecords(ledger)
     report = ApplyReport()
     with stop_on_signals("apply", NEXT_APPLY) as signalled:
         try:
             with hold_lock(ledger, "apply", lock_timeout, say):
                 _apply_locked(project, root, ledger, records, report, signalled, selectors, plan_file, today,
-                              on_change, before_run)
+                              executor)
         finally:
             ledger.close()
     report.nothing_to_do = all(not b.counts and not b.scheduled_for for b in report.backfills)
@@ -187,14 +217,17 @@ NEXT_APPLY = "run `backfill apply` to resume"
 
 def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRecords, report: ApplyReport,
                   signalled: Any, selectors: Sequence[str], plan_file: Path | None, today: date | None,
-                  on_change: Callable[[str, str, str], None] | None,
-                  before_run: Callable[[BackfillPlan], None] | None) -> None:
+                  executor: Executor) -> None:
     from .engines import open_engine
 
     started: list[str] = []  # instances this apply recorded to run now
     engine = open_engine(project)
     try:
-        report.recovered = records.recover(engine)
+        report.recovered = records.recover(engine, ended_flow_runs)
+        live = records.live_claims()
+        if live:
+            raise UserError(f"{len(live)} instance(s) are still executing elsewhere (for example {live[0].id}, "
+                            f"claimed by {live[0].claimed_by}); wait for them to end, or `backfill kill` them")
         only = list(selectors) or None
         if plan_file is not None:  # plan what the saved plan covers, to compare like with like
             only = _saved_plan_keys(root, plan_file) or None
@@ -213,27 +246,14 @@ def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRe
                 started.extend(p.id for p in decision.todo)
         for decision in decisions:
             signalled.check(NEXT_APPLY)
-            report.backfills.append(_execute(project, ledger, engine, decision, on_change, before_run))
+            report.backfills.append(executor.execute(engine, decision))
         signalled.check(NEXT_APPLY)
     except Stopped:  # a signal: what this apply recorded and did not finish ends `killed`, with the reason
-        records.kill_unfinished(started, signalled.reason or "killed")
+        if not executor.pool:  # flow runs on a work pool go on; their claims keep the next apply off them
+            records.kill_unfinished(started, signalled.reason or "killed")
         raise
     finally:
         engine.close()
-
-
-def _execute(project: Project, ledger: Ledger, engine: Any, decision: Decision,
-             on_change: Callable[[str, str, str], None] | None,
-             before_run: Callable[[BackfillPlan], None] | None) -> BackfillReport:
-    plan, todo = decision.plan, decision.todo
-    if not todo:
-        return BackfillReport(plan.name)
-    if decision.scheduled:
-        return BackfillReport(plan.name, counts={"waiting": len(todo)}, scheduled_for=plan.runtime)
-    if before_run:
-        before_run(plan)
-    return run_instances(project, ledger, engine, plan.name, [p.id for p in todo], plan.retries,
-                         plan.retry_delay, on_change)
 
 
 def run_again(root: Path, name: str, ids: Sequence[str], lock_timeout: float = 0.0,

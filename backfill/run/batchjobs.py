@@ -76,6 +76,10 @@ def execute_batch(run: BackfillRun, jobs: Sequence[_Job]) -> dict[str, Outcome]:
     rows = [j.row for j in jobs]
     if lead.token.cancelled:
         return {r.id: Outcome("killed", error=run._killed_because("killed before it started")) for r in rows}
+    if run.claim is not None and not run.claim([r.id for r in rows]):  # claimed all together, or followed
+        adopted = run.adopt(jobs)
+        if adopted is not None:
+            return adopted
     began = time.time()  # one span for the whole unit
     for j in jobs:
         run._set(j, "running", started_at=began)
@@ -88,7 +92,7 @@ def execute_batch(run: BackfillRun, jobs: Sequence[_Job]) -> dict[str, Outcome]:
     for n in range(1, attempts + 1):
         started = time.time()
         header = (f"{time.strftime('%Y-%m-%d %H:%M:%S')} attempt {n}/{attempts} of {what} "
-                  f"(pid {os.getpid()} on {run._host})")
+                  f"({run.where})")
         records = {}
         for r in rows:
             sql = r.batch_sql if (len(rows) > 1 and r.batch_sql) else r.sql

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -24,6 +25,10 @@ def hold_lock(ledger: Ledger, purpose: str, timeout: float, say: Callable[[str],
         if holder is None:
             break
         who = f"pid {holder['pid']} on {holder['host']} ({holder['purpose']})"
+        live_runs = _live_flow_runs(holder) if not holder["alive"] else []
+        if live_runs:  # its process is gone, but flow runs it launched on a work pool still run
+            holder["alive"] = True
+            who += f", whose {len(live_runs)} flow run(s) on a work pool still run (e.g. {live_runs[0]})"
         if not holder["alive"]:
             if holder["host"] == socket.gethostname() and ledger.unlock(pid=int(holder["pid"])):
                 say(f"note: broke the lock of {who}, which is no longer running; recovering its instances")
@@ -41,3 +46,14 @@ def hold_lock(ledger: Ledger, purpose: str, timeout: float, say: Callable[[str],
         yield
     finally:
         ledger.unlock(pid=os.getpid())
+
+
+def _live_flow_runs(holder: dict[str, object]) -> list[str]:
+    """The flow runs a lock holder launched that have not ended (asked of the Prefect server)."""
+    ids = json.loads(str(holder.get("flow_runs") or "[]"))
+    if not ids:
+        return []
+    from .workpool import FINAL, flow_run_states
+
+    states = flow_run_states(ids)
+    return [i for i in ids if states.get(i, "PENDING") not in FINAL]

@@ -9,8 +9,9 @@ per-instance progress goes through `writer.LedgerWriter`).
 from __future__ import annotations
 
 import json
+import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,8 @@ from ..plan.planner import BackfillPlan, PlannedInstance
 from ..spec.model import Project
 from ..sql.readsets import read_set_json
 from ..state.fingerprints import template_fingerprint
-from ..state.ledger import Ledger
+from ..state.ledger import InstanceRow, Ledger
+from ..state.lock import pid_alive
 from .decide import Decision
 
 __all__ = ["ApplyRecords"]
@@ -28,18 +30,27 @@ class ApplyRecords:
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
 
-    def recover(self, engine: Any) -> list[str]:
+    def recover(self, engine: Any, ended_runs: Callable[[Sequence[str]], set[str]] | None = None) -> list[str]:
         """Instances a dead apply left `running` or `waiting`: settled from the warehouse's write markers.
 
-        A write that committed is recorded as success (never run twice); anything else goes back to
-        `pending` and runs again."""
+        Only instances whose runner is gone: unclaimed ones, claims of a dead process on this host, of a
+        flow run that ended crashed or cancelled (`ended_runs`: those of the given flow run ids), or whose
+        lease expired. A write that committed is recorded as success (never run twice); anything else
+        goes back to `pending` and runs again. The claims of live runners are left alone: an apply
+        refuses to run while they hold instances (`live_claims`)."""
         ledger = self.ledger
         recovered: list[str] = []
         now = time.time()
         scheduled = {b["name"] for b in ledger.backfills() if b["runtime"] and
                      datetime.fromisoformat(b["runtime"]).timestamp() > now}
-        for row in ledger.instances():
-            if row.status not in ("running", "waiting") or row.backfill in scheduled:
+        candidates = [r for r in ledger.instances()
+                      if r.status in ("running", "waiting") and r.backfill not in scheduled]
+        flow_runs = sorted({r.claimed_by.split(":", 1)[1] for r in candidates
+                            if r.claimed_by and r.claimed_by.startswith("flow-run:")
+                            and (r.lease_until or 0) >= now})
+        ended = ended_runs(flow_runs) if ended_runs and flow_runs else set()
+        for row in candidates:
+            if not _runner_gone(row, now, ended):
                 continue
             found = engine.query("SELECT attempt_id, rows FROM _backfill_writes WHERE instance_id = ?", [row.id])
             committed = [r for r in found if row.run_id and str(r[0]).startswith(f"{row.run_id}:")]
@@ -56,7 +67,12 @@ class ApplyRecords:
                 ledger.apply_updates([{"id": row.id, "values": {
                     "status": "pending", "error": "interrupted: the applying process stopped; runs again"}}])
             recovered.append(row.id)
+        ledger.release(recovered)
         return recovered
+
+    def live_claims(self) -> list[InstanceRow]:
+        """Instances claimed by a runner that is still alive (after `recover`)."""
+        return [r for r in self.ledger.instances() if r.status in ("running", "waiting") and r.claimed_by]
 
     def refresh_done(self, project: Project, plans: Iterable[BackfillPlan]) -> int:
         """Record the current template fingerprint on partitions a plan finds done (SQL unchanged).
@@ -97,7 +113,7 @@ class ApplyRecords:
     def reset(self, ids: Sequence[str]) -> None:
         """Make recorded instances runnable again (rerun, resume)."""
         self.ledger.set_flags(list(ids), status="pending", error=None, rows=None, started_at=None, ended_at=None,
-                              held=False, kill_requested=False, attempts=0)
+                              held=False, kill_requested=False, attempts=0, claimed_by=None, lease_until=None)
 
     def kill_unfinished(self, ids: Sequence[str], reason: str) -> list[str]:
         """Instances among `ids` still `pending` or `waiting` end `killed` with `reason` (the command was
@@ -110,6 +126,21 @@ class ApplyRecords:
     def claim(self, ids: Sequence[str], run_id: str) -> None:
         """Mark instances as this run's: its write markers start with `run_id`."""
         self.ledger.set_flags(list(ids), run_id=run_id)
+
+
+def _runner_gone(row: InstanceRow, now: float, ended_flow_runs: set[str]) -> bool:
+    claimant = row.claimed_by
+    if not claimant:
+        return True
+    if (row.lease_until or 0) < now:
+        return True
+    kind, _, rest = claimant.partition(":")
+    if kind == "flow-run":
+        return rest in ended_flow_runs
+    if kind == "proc":
+        host, _, pid = rest.rpartition(":")
+        return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+    return False
 
 
 def _instance_row(p: PlannedInstance, backfill: str, seq: int, template_fp: str) -> dict[str, Any]:

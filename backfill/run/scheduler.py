@@ -2,7 +2,13 @@
 inside a date, a project-wide cap on running instances, skip / dry-run / pause / kill / retries.
 
 No Prefect here: the flow (flow.py) calls `run_group` once per group. The shared thread pool of
-`max_parallel` workers is the concurrency cap across all groups.
+`max_parallel` workers is the concurrency cap across all groups of this process.
+
+Across processes (work-pool group flows, groupflow.py) three hooks take part: `claim` (one
+conditional ledger UPDATE before an instance executes; an instance another runner claimed is not run
+here, its outcome is read from the ledger), `outside` (statuses of upstream instances of the same
+apply that run elsewhere: waited for through the ledger) and `observer` (every status change, for
+the run's logs).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class Outcome:
     rows: int | None = None
     error: str | None = None
     ended_at: float = field(default_factory=time.time)  # taken by the worker, before it frees its slot
+    adopted: bool = False  # another runner executed it: its outcome was read from the ledger
 
 
 @dataclass
@@ -93,6 +100,12 @@ class BackfillRun:
         self.wait_external = False  # False: those ended before this run, or never run in it
         self.stop_reason: str | None = None  # the applying process was told to stop (signals.py)
         self._host = socket.gethostname()
+        self.where = f"pid {os.getpid()} on {self._host}"  # said in every attempt's log
+        # cross-process hooks (see the module docstring); None: everything runs in this process
+        self.claim: Callable[[Sequence[str]], bool] | None = None
+        self.outside: Callable[[Sequence[str]], Mapping[str, tuple[str, int | None, str | None]]] | None = None
+        self.observer: Callable[[InstanceRow, str, Mapping[str, object]], None] | None = None
+        self.upstream_elsewhere = False  # True: upstream of this apply may run in other processes (`outside`)
 
     # ------------------------------------------------------------------ steering from other terminals
     def apply_flags(self, flags: Mapping[str, tuple[bool, bool]]) -> None:
@@ -127,7 +140,7 @@ class BackfillRun:
         return [i for i, j in self.jobs.items() if j.status in ("waiting", "running")]
 
     # ------------------------------------------------------------------ status bookkeeping
-    def _set(self, job: _Job, status: str, **values: object) -> None:
+    def _set(self, job: _Job, status: str, record: bool = True, **values: object) -> None:
         if status == "blocked" and self.stop_reason:
             status, values = "killed", {**values, "error": self.stop_reason}
         with self._lock:  # group threads and worker threads both change statuses
@@ -149,6 +162,8 @@ class BackfillRun:
         vals: dict[str, object] = {"status": status, **values}
         if status in ("success", "dry_run", "failed", "paused", "blocked", "killed"):
             vals.setdefault("ended_at", now)
+            if self.claim is not None:  # a final status ends the claim, in the same ledger write
+                vals.update(claimed_by=None, lease_until=None)
         partitions = None
         if status == "success":
             fields = job.row.fields
@@ -158,7 +173,10 @@ class BackfillRun:
             if fields and self.tables[job.row.table].primary_key:
                 linked = [f for f in self._linked(job.row) if f not in fields]
                 partitions += [(job.row.table, job.row.ds, f, *fps) for f in linked]
-        self.writer.put(job.row.id, vals, partitions=partitions)
+        if record:
+            self.writer.put(job.row.id, vals, partitions=partitions)
+        if self.observer:
+            self.observer(job.row, status, vals)
         if self.on_change:
             self.on_change(job.row.id, previous, status)
 
@@ -167,7 +185,11 @@ class BackfillRun:
 
     # ------------------------------------------------------------------ execution
     def start(self) -> None:
+        if self.claim is not None:  # other runners may share these instances: see `mark_waiting`
+            return
         for job in self.jobs.values():
+            if job.row.status not in ("pending", "waiting"):
+                continue
             self.writer.put(job.row.id, {"status": "waiting", "started_at": None, "ended_at": None,
                                          "error": None, "rows": None})
 
@@ -230,19 +252,30 @@ class BackfillRun:
         for u in self._waits_for(job):
             other = self.jobs.get(u)
             status = other.status if other is not None else self.external.get(u, "success")
+            away = other is None and self.upstream_elsewhere and u in (found := self.outside_of([u]))
+            if away:  # of this apply, run by another process: its status is in the ledger
+                status = found[u][0]
             if status in BAD:
                 return f"upstream {u} {status}"
             if status in ("success", "dry_run"):
                 continue
-            if other is None and not self.wait_external:  # it ran before this backfill or it never will
+            if other is None and not self.wait_external and not away:  # it ran before this backfill or never will
                 return f"upstream {u} {status}: it has not run before this backfill"
             waiting = True
         return None if waiting else ""
 
+    def outside_of(self, ids: Sequence[str]) -> Mapping[str, tuple[str, int | None, str | None]]:
+        return self.outside(ids) if self.outside is not None else {}
+
     def _stuck(self) -> bool:
         """Every group that has started waits and nothing runs: only a release makes progress."""
         active = {g for g, todo in self._todo.items() if todo}
-        return bool(active) and active <= self._idle and self._inflight == 0
+        if not (bool(active) and active <= self._idle and self._inflight == 0):
+            return False
+        # waiting for an upstream another process runs is progress elsewhere, not a cycle
+        return not (self.upstream_elsewhere and any(
+            any(u not in self.jobs for u in self._waits_for(j)) and self._verdict(j) is None
+            for todo in self._todo.values() for j in todo))
 
     def _release(self) -> None:
         ready = [j for todo in self._todo.values() for j in todo if self._verdict(j) == ""]
@@ -312,12 +345,16 @@ class BackfillRun:
             self._inflight -= 1
             for m in members:
                 out = outs[m.row.id]
-                self._set(m, out.status, rows=out.rows, error=out.error, ended_at=out.ended_at)
+                self._set(m, out.status, record=not out.adopted, rows=out.rows, error=out.error, ended_at=out.ended_at)
 
     def _execute(self, job: _Job) -> Outcome:
         row = job.row
         if job.token.cancelled:
             return Outcome("killed", error=self._killed_because("killed before it started"))
+        if self.claim is not None and not self.claim([row.id]):
+            adopted = self.adopt([job])
+            if adopted is not None:
+                return adopted[row.id]
         self._set(job, "running", started_at=time.time())
         table = self.tables[row.table]
         attempts = self.retries + 1
@@ -325,8 +362,7 @@ class BackfillRun:
         for n in range(1, attempts + 1):
             attempt_id = f"{self.run_id}:{row.id}:{n}"
             started = time.time()
-            log = [f"{time.strftime('%Y-%m-%d %H:%M:%S')} attempt {n}/{attempts} of {row.id} "
-                   f"(pid {os.getpid()} on {self._host})"]
+            log = [f"{time.strftime('%Y-%m-%d %H:%M:%S')} attempt {n}/{attempts} of {row.id} ({self.where})"]
             attempt = {"id": attempt_id, "instance_id": row.id, "number": self.earlier_attempts.get(row.id, 0) + n,
                        "pid": os.getpid(),
                        "host": self._host, "started_at": started, "status": "running", "sql": row.sql}
@@ -370,6 +406,20 @@ class BackfillRun:
             return self.engine.committed_attempt(attempt_id)  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - unknown: the instance fails and runs again next time
             return None
+
+    def adopt(self, jobs: Sequence[_Job]) -> dict[str, Outcome] | None:
+        """Another runner holds the claim of these jobs (an instance, or a batch's members): wait for
+        their outcomes in the ledger and write nothing; None when the claim was released without an
+        outcome and is ours now (run them)."""
+        ids = [j.row.id for j in jobs]
+        while True:
+            time.sleep(0.5)
+            found = self.outside(ids) if self.outside is not None else {}
+            states = {i: found.get(i, ("failed", None, "claimed by another run")) for i in ids}
+            if all(st[0] not in ("pending", "waiting", "running") for st in states.values()):
+                return {i: Outcome(st[0], rows=st[1], error=st[2], adopted=True) for i, st in states.items()}
+            if self.claim is not None and self.claim(ids):
+                return None
 
     def _write_fields(self, row: InstanceRow) -> tuple[str, ...] | None:
         if not row.fields:

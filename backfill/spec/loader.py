@@ -118,6 +118,7 @@ class _Loader:
             "sources": tuple(str(s).rstrip("/") for s in v.get("sources", ["data"])),
             "allow_functions": tuple(str(f).lower() for f in v.get("allow_functions", [])),
             "timeout": float(v.get("timeout", 3600)),
+            "work_pool": (v.get("executor") or {}).get("work_pool"),
         }
 
     # ---- tables/*.yaml

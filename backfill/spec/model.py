@@ -163,6 +163,7 @@ class Project:
     sources: tuple[str, ...] = ("data",)  # folders whose files templates may read through source()
     allow_functions: tuple[str, ...] = ()  # SQL functions allowed beyond the dialect's allow-list
     timeout: float = 3600.0  # default seconds one instance's SQL may run
+    work_pool: str | None = None  # `executor: {work_pool: NAME}`: group flow runs on that pool's workers
 
     def backfill_by_name(self, name: str) -> Backfill | None:
         for b in self.backfills.values():

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from .claims import ClaimTable
 from .lock import LockTable
 from .schema import (
     ACTIVE,
@@ -34,7 +35,7 @@ from .schema import instance_row as _row
 __all__ = ["ACTIVE", "FINISHED", "SCHEMA_VERSION", "InstanceRow", "Ledger"]
 
 
-class Ledger(LockTable):
+class Ledger(LockTable, ClaimTable):
     """One ledger database. Safe to share between threads; every method is one transaction."""
 
     def __init__(self, engine: Engine):

@@ -70,6 +70,9 @@ T_INSTANCES = sa.Table(
     # JSON read set: {"table": [["2026-07-01", "2026-07-07"]]} (inclusive ds ranges, null = unbounded)
     # or {"table": "all"}; NULL = recorded before read sets existed
     sa.Column("reads", sa.Text),
+    # the claim (claims.py): who executes it ("proc:HOST:PID" or "flow-run:UUID"), until when at least
+    sa.Column("claimed_by", sa.String(80)),
+    sa.Column("lease_until", sa.Float),
 )
 T_ATTEMPTS = sa.Table(
     "bf_attempts", meta,
@@ -103,6 +106,7 @@ T_LOCKS = sa.Table(
     sa.Column("host", sa.String(256), nullable=False),
     sa.Column("purpose", sa.Text, nullable=False),
     sa.Column("acquired_at", sa.Float, nullable=False),
+    sa.Column("flow_runs", sa.Text),  # JSON list of the Prefect flow run ids the holder launched (work pools)
 )
 T_PLANS = sa.Table(
     "bf_applied_plans", meta,
@@ -141,6 +145,8 @@ class InstanceRow:
     batch_sql: str | None = None  # a range template's SELECT over the whole batch
     ranged: bool = False  # its SQL selects the partition column too (a range template)
     reads: dict[str, Any] | None = None  # its read set (see T_INSTANCES.reads); None = not recorded
+    claimed_by: str | None = None  # the process or flow run executing it (claims.py)
+    lease_until: float | None = None
 
     @property
     def duration(self) -> float | None:
@@ -160,6 +166,7 @@ def instance_row(r: Any) -> InstanceRow:
         template_fingerprint=r.template_fingerprint, run_id=r.run_id or None,
         batch=r.batch, batch_sql=r.batch_sql, ranged=bool(r.ranged),
         reads=json.loads(r.reads) if getattr(r, "reads", None) else None,
+        claimed_by=r.claimed_by, lease_until=r.lease_until,
     )
 
 

@@ -1,0 +1,30 @@
+"""How a run takes part in the ledger's claims (state/claims.py): each instance (or batch) is claimed
+before it executes, instances of the same run that execute elsewhere are followed through the
+ledger, and the flow runs whose claims are void are asked of the Prefect server."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..state.ledger import Ledger
+
+__all__ = ["attach_claims", "ended_flow_runs"]
+
+
+def ended_flow_runs(ids: Sequence[str]) -> set[str]:
+    """Those of the given Prefect flow runs that ended crashed or cancelled (their claims are void)."""
+    from .workpool import flow_run_states
+
+    return {i for i, state in flow_run_states(ids).items() if state in ("CRASHED", "CANCELLED")}
+
+
+def attach_claims(run: Any, ledger: Ledger, claimant: str, lease: float) -> None:
+    """Each instance is claimed in the ledger before it executes; instances of the same run that
+    execute elsewhere (another group's flow run) are followed through the ledger."""
+    run.claim = lambda ids: ledger.claim(ids, claimant, lease)
+
+    def outside(ids: Sequence[str]) -> dict[str, tuple[str, int | None, str | None]]:
+        mine = {i for i, r in ledger.run_ids(ids).items() if r == run.run_id}
+        return {i: st for i, st in ledger.statuses(sorted(mine)).items()}
+    run.outside = outside

@@ -1,0 +1,90 @@
+"""The group flow a Prefect work-pool worker runs: one group of one backfill, recorded by an apply.
+
+Its parameters are plain JSON (the project folder, the backfill, the group, the apply id and this
+run's share of `max_parallel`), so `prefect worker start --pool NAME` runs it from the deployment
+`apply` creates (entrypoint `backfill.run.groupflow:backfill_group`). It runs the instances the
+apply recorded for that group under that apply id:
+
+- each instance is claimed in the ledger before it executes (state/claims.py): a second flow run
+  of the same group, or a rerun, executes nothing twice; it follows the other's outcome instead;
+- upstream instances that run in other groups or flow runs are waited for through the ledger;
+- claims are renewed while the run lives; a run that dies leaves leases that expire, and the
+  worker marks its flow run Crashed, which is what lets the next `apply` recover them;
+- the flow run ends Failed, with the counts, when any instance did not succeed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.context import get_run_context
+
+__all__ = ["backfill_group"]
+
+
+@flow(name="backfill-group", persist_result=False, validate_parameters=False, log_prints=False)
+def backfill_group(project: str, backfill: str, group: int, apply_id: str, parallel: int = 1) -> Any:
+    from ..plan.workspace import open_ledger
+    from ..spec.loader import load_project
+    from ..state.claims import lease_seconds
+    from .claiming import attach_claims
+    from .engines import open_engine
+    from .observe import observe_group
+    from .scheduler import BackfillRun
+    from .writer import LedgerWriter
+
+    spec = load_project(Path(project))
+    ledger = open_ledger(spec)
+    engine = open_engine(spec)
+    stop = threading.Event()
+    try:
+        rows = [r for r in ledger.instances(backfill=backfill) if r.group == group and r.run_id == apply_id]
+        if not rows:
+            return {"total": 0, "done": 0, "failed": 0}
+        chosen = spec.backfill_by_name(backfill)
+        retries = chosen.retries if chosen and chosen.retries else spec.retries
+        flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+        claimant, lease = f"flow-run:{flow_run_id}", lease_seconds()
+        writer = LedgerWriter(ledger)
+        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="instance") as pool:
+            run = BackfillRun(backfill, rows, spec.tables, engine, writer, pool, apply_id, retries.count,
+                              retries.delay_seconds)
+            run.where = (f"pid {os.getpid()}, worker pid {os.getppid()}, flow run {flow_run_id}, "
+                         f"on {socket.gethostname()}")
+            attach_claims(run, ledger, claimant, lease)
+            run.upstream_elsewhere = True  # other groups and backfills of this apply run in other flow runs
+            run.apply_flags(ledger.flags([r.id for r in rows]))
+            run.earlier_attempts = ledger.attempt_counts([r.id for r in rows])
+            outside = sorted({u for r in rows for u in r.upstream} - {r.id for r in rows})
+            run.external = {r.id: r.status for n in range(0, len(outside), 500)
+                            for r in ledger.instances(ids=outside[n:n + 500])}
+            ledger.mark_waiting([r.id for r in rows])
+
+            def tend() -> None:  # operator flags, and the leases of what runs here
+                renewed = time.monotonic()
+                while not stop.wait(0.5):
+                    active = run.active_ids()
+                    if active:
+                        run.apply_flags(ledger.flags(active))
+                    if time.monotonic() - renewed > lease / 3:
+                        ledger.renew(claimant, lease)
+                        renewed = time.monotonic()
+
+            tender = threading.Thread(target=tend, name="ledger-tend", daemon=True)
+            tender.start()
+            try:
+                return observe_group(run, group)
+            finally:
+                stop.set()
+                tender.join()
+                writer.close()
+    finally:
+        engine.close()
+        ledger.close()

@@ -1,0 +1,159 @@
+"""The temporary Prefect server of a process without PREFECT_API_URL: fast, private, never orphaned.
+
+- Its database lives under the project's `.backfill/prefect/`, so Prefect's migrations run once per
+  project, not once per apply.
+- `start` only spawns the process and returns at once; loading, locking and planning go on while
+  the server boots; `url()` waits for its health.
+- The parent never imports Prefect's server modules (1.7 s): the child runs them.
+- The child dies with its parent, also on `kill -9`: `PR_SET_PDEATHSIG` (Linux) is set in the child
+  before it runs the server when the main thread spawned it (the signal follows the spawning thread),
+  and a child whose parent is already gone exits at once. In every case a watchdog thread in the
+  child watches a pipe from the parent: end of file means the parent is gone (kill -9 included).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["TemporaryServer", "for_project", "start", "running", "stop_all"]
+
+# Run in the child: arrange to die with the parent, then become the server (uvicorn on Prefect's app).
+_CHILD = r"""
+import os, sys, signal, threading
+parent = int(sys.argv[1])
+if sys.argv[3] == "main":
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+if os.getppid() != parent:
+    os._exit(0)
+fd = int(sys.argv[2])
+def watch():
+    try:
+        while os.read(fd, 1):
+            pass
+    finally:
+        os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+sys.argv = ["uvicorn"] + sys.argv[4:]
+import uvicorn.main
+uvicorn.main.main()
+"""
+
+
+@dataclass
+class TemporaryServer:
+    home: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _pipe_w: int
+    _ready: bool = field(default=False)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def url(self, timeout: float = 180.0) -> str:
+        """Its API URL, once it answers (raises RuntimeError with its log's tail if it never does)."""
+        deadline = time.monotonic() + timeout
+        while not self._ready:
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
+                    self._ready = response.status == 200
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+                    raise RuntimeError(f"the temporary Prefect server did not start (log {self.log_path}):\n"
+                                       f"{tail}") from None
+                time.sleep(0.1)
+        return self.api_url
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._pipe_w)
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+_SERVERS: dict[Path, TemporaryServer] = {}
+_LOCK = threading.Lock()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(home: Path) -> TemporaryServer:
+    """Spawn (or reuse) this process's temporary server whose Prefect home is `home`; does not wait."""
+    home = home.resolve()
+    with _LOCK:
+        server = _SERVERS.get(home)
+        if server is not None and server.process.poll() is None:
+            return server
+        for other in [h for h in _SERVERS if h != home]:  # one at a time: a process applies one project at a time
+            with contextlib.suppress(Exception):
+                _SERVERS.pop(other).stop()
+        home.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        # the death signal follows the spawning thread: only the main thread lives as long as we do
+        thread = "main" if threading.current_thread() is threading.main_thread() else "other"
+        read_fd, write_fd = os.pipe()
+        env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0",
+               "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+        env.pop("PREFECT_API_URL", None)
+        log_path = home / "server.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(os.getpid()), str(read_fd), thread,
+                 "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+                 "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                pass_fds=(read_fd,), cwd=str(home))
+        os.close(read_fd)
+        server = TemporaryServer(home, port, process, log_path, write_fd)
+        _SERVERS[home] = server
+        return server
+
+
+def for_project(root: Path) -> TemporaryServer | None:
+    """The temporary server for a project (spawned now, in the background), or None when
+    PREFECT_API_URL names a server."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    return start(root / ".backfill" / "prefect")
+
+
+def running() -> list[TemporaryServer]:
+    return [s for s in _SERVERS.values() if s.process.poll() is None]
+
+
+def stop_all() -> None:
+    with _LOCK:
+        for server in list(_SERVERS.values()):
+            with contextlib.suppress(Exception):  # best effort at exit
+                server.stop()
+        _SERVERS.clear()
+
+
+atexit.register(stop_all)
