@@ -93,12 +93,12 @@ def observe_group(run: BackfillRun, group: int) -> Any:
         run.observer = _observer(run)
     label = group_label(run, group)
     progress_id: Any = None
-    with contextlib.suppress(Exception):  # the ledger is the record; UI artifacts are a courtesy
-        progress_id = create_progress_artifact(0.0, key=artifact_key(run.name, "group", group, "progress"),
-                                               description=label)
     shown = 0.0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"group-{group}") as one:
-        running = one.submit(run.run_group, group)
+        running = one.submit(run.run_group, group)  # first: the group's instances wait for no API call
+        with contextlib.suppress(Exception):  # the ledger is the record; UI artifacts are a courtesy
+            progress_id = create_progress_artifact(0.0, key=artifact_key(run.name, "group", group, "progress"),
+                                                   description=label)
         while True:
             try:
                 counts = running.result(timeout=1.0)

@@ -269,6 +269,8 @@ class BackfillRun:
 
     def _stuck(self) -> bool:
         """Every group that has started waits and nothing runs: only a release makes progress."""
+        if len(self._todo) < len(self.groups):  # a group that has not started yet may still run upstream
+            return False
         active = {g for g, todo in self._todo.items() if todo}
         if not (bool(active) and active <= self._idle and self._inflight == 0):
             return False
