@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import psycopg
 
-from .base import MARKER_TABLE, CancelToken, EngineError, WriteCancelled, qident, qlist
+from .base import MARKER_TABLE, CancelToken, WriteCancelled, qident, qlist
 from .batch import BatchRequest, batch_error, batch_insert, batch_select, count_sql, marker_inserts, per_member
 from .lockdown import TimeLimit, time_limit
 
@@ -21,7 +21,7 @@ __all__ = ["pg_write_batch"]
 
 
 def pg_write_batch(engine: PostgresEngine, req: BatchRequest, cancel: CancelToken | None) -> dict[str, int]:
-    from .postgres_engine import _cancel  # noqa: PLC0415 - the engine module imports this one lazily
+    from .postgres_engine import _cancel, write_failure  # noqa: PLC0415 - the engine module imports this one lazily
 
     token = cancel or CancelToken()
     duck = engine._duck_cursor() if req.table.kind == "integration" else None
@@ -62,12 +62,8 @@ def pg_write_batch(engine: PostgresEngine, req: BatchRequest, cancel: CancelToke
                     check()
                 return counted
             except (psycopg.Error, duckdb.Error) as exc:
-                if token.cancelled:
-                    raise WriteCancelled(f"{req.label}: cancelled") from exc
-                if limit.expired or isinstance(exc, psycopg.errors.QueryCanceled):
-                    raise EngineError(f"writing {req.label} in one batch failed: "
-                                      + limit.message(req.table.name)) from exc
-                raise batch_error(req, exc) from exc
+                raise write_failure(exc, token, limit, req.label, f"writing {req.label} in one batch failed: ",
+                                    req.table.name, batch_error(req, exc)) from exc
             finally:
                 token.clear()
     finally:

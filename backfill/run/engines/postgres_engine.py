@@ -68,6 +68,16 @@ def _cancel(conn: Conn) -> None:
         conn.cancel()
 
 
+def write_failure(exc: Exception, token: CancelToken, limit: TimeLimit, label: str, failed: str, table: str,
+                  otherwise: Exception) -> Exception:
+    """What a failed write (one partition or one batch) raises: cancelled, out of time, or `otherwise`."""
+    if token.cancelled:
+        return WriteCancelled(f"{label}: cancelled")
+    if limit.expired or isinstance(exc, psycopg.errors.QueryCanceled):
+        return EngineError(failed + limit.message(table))
+    return otherwise
+
+
 class PostgresEngine:
     dialect = "postgres"
 
@@ -209,12 +219,9 @@ class PostgresEngine:
                         _check(token, req)
                     return rows
                 except (psycopg.Error, duckdb.Error) as exc:
-                    if token.cancelled:
-                        raise WriteCancelled(f"{req.instance_id}: cancelled") from exc
-                    if limit.expired or isinstance(exc, psycopg.errors.QueryCanceled):
-                        raise EngineError(f"writing {req.table.name} partition {req.ds} failed: "
-                                          + limit.message(req.table.name)) from exc
-                    raise write_error(req, exc) from exc
+                    raise write_failure(exc, token, limit, req.instance_id,
+                                        f"writing {req.table.name} partition {req.ds} failed: ", req.table.name,
+                                        write_error(req, exc)) from exc
                 finally:
                     token.clear()
         finally:
