@@ -8,6 +8,7 @@ equal to the oracle, with exactly one committed write marker per instance.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -216,6 +217,18 @@ def test_a_signal_mid_apply_kills_cleanly_and_apply_resumes(small: Path, prefect
     apply_again(small)
 
 
+def _open_when_read(fifo: Path, proc: subprocess.Popen[str], timeout: float = 60.0) -> int:
+    """The FIFO's write end, opened once the apply has it open for reading (held open: the read never ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or proc.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def test_a_second_ctrl_c_exits_at_once_and_apply_recovers(small: Path, prefect_api: str) -> None:
     hold = small / "data" / "hold.csv"
     os.mkfifo(hold)  # reading it blocks in a way no interrupt ends: the first Ctrl-C cannot finish the run
@@ -224,11 +237,15 @@ def test_a_second_ctrl_c_exits_at_once_and_apply_recovers(small: Path, prefect_a
     proc = subprocess.Popen([BACKFILL, "apply", "--yes", "--project", str(small)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for(small, proc, SLOW, "running")
-    proc.send_signal(signal.SIGINT)
-    time.sleep(1)
-    assert proc.poll() is None  # still waiting for the blocked read
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    writer = _open_when_read(hold, proc)  # `running` is recorded just before the SQL starts: wait for the read
+    try:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1)
+        assert proc.poll() is None  # still waiting for the blocked read
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(writer)
     assert proc.returncode == 1, (out, err)
     assert err.splitlines()[-1].startswith("error: apply stopped at once by a second SIGINT; run `backfill apply`"), err
 
