@@ -268,42 +268,53 @@ def test_saved_plans_run_exactly_once_and_only_while_specs_and_ledger_are_unchan
 
 # --- the apply lock -----------------------------------------------------------------------------------
 
-def _wait_for_lock(project: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
-    state = project / ".backfill" / "state.db"
+HOLD = ("{% if ds == '2026-07-02' %}\n    AND (SELECT count(*) FROM read_csv({{ source('data/hold.csv') }}, "
+        "header = true, auto_detect = false, columns = {'x': 'INTEGER'})) >= 0{% endif %}")
+
+
+def _open_when_read(fifo: Path, proc: subprocess.Popen[str], timeout: float = 120.0) -> int:
+    """The FIFO's write end, once the apply has it open for reading."""
+    import errno
+
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if state.exists():
-            try:
-                if ledger_query(project, "SELECT count(*) FROM bf_locks")[0][0] > 0:
-                    return
-            except sqlite3.Error:
-                pass
-        time.sleep(0.05)
-    raise AssertionError(f"the first apply did not take the lock: {proc.communicate()}")
-
-
-SLOW_RENDER = "{% for i in range(100000) %}{% for j in range(10) %}{% endfor %}{% endfor %}"
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or proc.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def test_two_concurrent_applies_never_run_anything_twice(repo: Path, tutorial: Path, prefect_api: str) -> None:
     p = tutorial
-    # a first apply that holds the lock for a while on any machine: planning renders this template
-    # 20 times (a million empty loop turns each; same SQL), then instances run one at a time
-    sql = p / "sql" / "ods_product.sql"
-    sql.write_text(SLOW_RENDER + sql.read_text())
+    # the first apply holds the lock until the test lets it go: one instance reads a FIFO (an empty
+    # CSV once written), and the read waits for the test to open and close its write end
+    where = "WHERE o.ds = DATE '{{ ds }}'"
+    edit(p / "sql" / "fct_order_buy_di.sql", where, where + HOLD)
     edit(p / "project.yaml", "max_parallel: 4", "max_parallel: 1")
-    commit(repo, "one instance at a time")
+    commit(repo, "one instance at a time, one of them held")
+    hold = p / "data" / "hold.csv"
+    os.mkfifo(hold)
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     cmd = [BACKFILL, "apply", "--yes", "--project", str(p)]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    _wait_for_lock(p, first)
-    no_wait = subprocess.Popen([*cmd, "--lock-timeout", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env)
-    waits = subprocess.Popen([*cmd, "--lock-timeout", "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=env)
+    writer = _open_when_read(hold, first)
+    try:
+        no_wait = subprocess.Popen([*cmd, "--lock-timeout", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env=env)
+        no_wait.wait(timeout=300)
+        waits = subprocess.Popen([*cmd, "--lock-timeout", "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=env)
+        assert waits.stderr is not None
+        asked = waits.stderr.readline()  # it asks for the lock while the first holds it
+        os.write(writer, b"x\n")
+    finally:
+        os.close(writer)
     out_no_wait, err_no_wait = no_wait.communicate(timeout=300)
     out_first, err_first = first.communicate(timeout=600)
     out_waits, err_waits = waits.communicate(timeout=600)
+    err_waits = asked + err_waits
 
     assert first.returncode == 0, (out_first, err_first)
     assert "tutorial_logical: 56 success" in out_first

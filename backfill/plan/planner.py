@@ -44,6 +44,10 @@ class LedgerView:
     written: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (table, ds) -> last write time
     written_day: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (table, YYYY-MM-DD) -> latest
 
+    @property
+    def is_empty(self) -> bool:
+        return not (self.partitions or self.instances or self.names or self.taken_names or self.written)
+
     @cached_property
     def times(self) -> WrittenTimes:
         return WrittenTimes(self.written)

@@ -104,7 +104,9 @@ class PlanResult:
 
 
 def build_plans(root: Path, only: list[str] | None = None, today: date | None = None,
-                ledger: Any = None) -> PlanResult:
+                ledger: Any = None, validated: Validated | None = None) -> PlanResult:
+    """The plans of the project at `root` against `ledger` (`validated`: the same selection already
+    validated against an empty ledger; used only when `ledger` holds nothing either)."""
     from ..spec.loader import load_project
 
     project = load_project(root)
@@ -113,7 +115,8 @@ def build_plans(root: Path, only: list[str] | None = None, today: date | None = 
         ledger = open_ledger(project, create=False)
     try:
         view = view_of(ledger)
-        validated = validate_project(root, today=today, ledger=view, only=only)
+        if validated is None or not view.is_empty:
+            validated = validate_project(root, today=today, ledger=view, only=only)
         state = ledger.fingerprint_of_state() if ledger is not None else "empty"
     finally:
         if own and ledger is not None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..plan.planner import BackfillPlan
-from ..plan.validate import validate_project
+from ..plan.validate import Validated, validate_project
 from ..plan.workspace import (
     PlanResult,
     build_plans,
@@ -38,10 +38,11 @@ from .decide import decide
 from .executor import Executor
 from .lock import hold_lock
 from .records import ApplyRecords
+from .reporting import close_reporter, start_reporter
 from .signals import STOP, Stopped, run_in_thread, stop_on_signals
 
 if TYPE_CHECKING:
-    from .tempserver import TemporaryServer
+    from .reporting import Reporter
 
 __all__ = ["ApplyReport", "BackfillReport", "apply_project", "attach_claims", "hold_lock", "run_again",
            "run_instances"]
@@ -75,10 +76,11 @@ class ApplyReport:
 
 def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids: Sequence[str],
                   retries: int, retry_delay: float, on_change: Callable[[str, str, str], None] | None = None,
-                  run_id: str | None = None, server: TemporaryServer | None = None,
+                  run_id: str | None = None, reporter: Reporter | None = None,
                   say: Callable[[str], None] | None = None) -> BackfillReport:
-    """Execute recorded instances of one backfill through the Prefect flow; wait for the end."""
-    from .flow import run_flow
+    """Execute recorded instances of one backfill (its groups on threads here; Prefect hears of it
+    from `reporter`, or from a reporter of its own that this call waits for); wait for the end."""
+    from .flow import run_groups
     from .scheduler import BackfillRun
     from .writer import LedgerWriter
 
@@ -109,7 +111,9 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
     run.external = {r.id: r.status for n in range(0, len(outside), 500)
                     for r in ledger.instances(ids=outside[n:n + 500])}
     ledger.mark_waiting([r.id for r in rows])
-    server = server or tempserver.for_project(project.root)
+    own_reporter = None
+    if reporter is None:
+        reporter = own_reporter = start_reporter(project.root, tempserver.for_project(project.root), say)
 
     def poll() -> None:
         renewed = time.monotonic()
@@ -127,7 +131,7 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
     STOP.attach(run)
     try:
         # off the main thread: SIGTERM and SIGINT reach signals.py's handlers, which stop the run
-        run_in_thread(lambda: run_flow(run, project.name, server, say), stopped=lambda: run.stop_reason is not None)
+        run_in_thread(lambda: run_groups(run, project.name, reporter), stopped=lambda: run.stop_reason is not None)
         if run.stop_reason:
             run.settle_unstarted()  # what a flow that never got going leaves waiting
     finally:
@@ -136,6 +140,8 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
         poller.join()
         pool.shutdown(wait=run.stop_reason is None, cancel_futures=True)
         writer.close()
+        if own_reporter is not None:
+            close_reporter(own_reporter, say)
     report.seconds = time.monotonic() - started
     for job in run.jobs.values():
         report.counts[job.status] = report.counts.get(job.status, 0) + 1
@@ -185,27 +191,45 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
     # apply, once the specs validated: a refused first apply leaves nothing behind)
     server = tempserver.for_project(root) if not work_pool and (root / ".backfill").is_dir() else None
     project = load_project(root)
+    first: Validated | None = None
     if plan_file is None and not ledger_exists(project):
-        # a first apply of specs that do not validate creates no ledger and no warehouse
-        validate_project(root, today=today, only=list(selectors) or None)
+        # a first apply of specs that do not validate creates no ledger and no warehouse; against the
+        # empty ledger it creates, this is already the plan
+        first = validate_project(root, today=today, only=list(selectors) or None)
     pool = work_pool or project.work_pool
     if pool:
         from .workpool import check_work_pool_project
 
         check_work_pool_project(project, pool)
-    executor = Executor(project, ledger=None, pool=pool, server=server, say=say, on_change=on_change,
-                         before_run=before_run)
     if server is None and not pool:
-        executor.server = tempserver.for_project(root)
+        server = tempserver.for_project(root)
+    reporter = None if pool else start_reporter(root, server, say)
+    executor = Executor(project, ledger=None, pool=pool, reporter=reporter, say=say, on_change=on_change,
+                        before_run=before_run)
+    try:
+        report = _apply_with(project, root, executor, selectors, plan_file, lock_timeout, today, first)
+    except BaseException:
+        if reporter is not None:  # stopped: Prefect gets a moment to record how, then we go
+            close_reporter(reporter, say, timeout=10.0)
+        raise
+    if reporter is not None:  # after the lock: what Prefect still has to record holds no one up
+        close_reporter(reporter, say)
+    return report
+
+
+def _apply_with(project: Project, root: Path, executor: Executor, selectors: Sequence[str],
+                plan_file: Path | None, lock_timeout: float, today: date | None,
+                first: Validated | None) -> ApplyReport:
     ledger = open_ledger(project)
     executor.ledger = ledger
+    say = executor.say
     records = ApplyRecords(ledger)
     report = ApplyReport()
     with stop_on_signals("apply", NEXT_APPLY) as signalled:
         try:
             with hold_lock(ledger, "apply", lock_timeout, say):
                 _apply_locked(project, root, ledger, records, report, signalled, selectors, plan_file, today,
-                              executor)
+                              executor, first)
         finally:
             ledger.close()
     report.nothing_to_do = all(not b.counts and not b.scheduled_for for b in report.backfills)
@@ -217,7 +241,7 @@ NEXT_APPLY = "run `backfill apply` to resume"
 
 def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRecords, report: ApplyReport,
                   signalled: Any, selectors: Sequence[str], plan_file: Path | None, today: date | None,
-                  executor: Executor) -> None:
+                  executor: Executor, first: Validated | None = None) -> None:
     from .engines import open_engine
 
     started: list[str] = []  # instances this apply recorded to run now
@@ -231,7 +255,7 @@ def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRe
         only = list(selectors) or None
         if plan_file is not None:  # plan what the saved plan covers, to compare like with like
             only = _saved_plan_keys(root, plan_file) or None
-        result = build_plans(root, only, today=today, ledger=ledger)
+        result = build_plans(root, only, today=today, ledger=ledger, validated=first)
         if plan_file is not None:
             _check_saved_plan(root, plan_file, ledger, result)
         records.refresh_done(result.validated.project, result.plans)

@@ -16,7 +16,7 @@ from .decide import Decision
 
 if TYPE_CHECKING:
     from .apply import BackfillReport
-    from .tempserver import TemporaryServer
+    from .reporting import Reporter
 
 __all__ = ["Executor"]
 
@@ -29,7 +29,7 @@ class Executor:
     project: Project
     ledger: Ledger | None
     pool: str | None
-    server: TemporaryServer | None
+    reporter: Reporter | None
     say: Callable[[str], None]
     on_change: Callable[[str, str, str], None] | None
     before_run: Callable[[BackfillPlan], None] | None
@@ -50,7 +50,7 @@ class Executor:
         ids = [p.id for p in todo]
         if not self.pool:
             return run_instances(self.project, self.ledger, engine, plan.name, ids, plan.retries,
-                                 plan.retry_delay, self.on_change, server=self.server, say=self.say)
+                                 plan.retry_delay, self.on_change, reporter=self.reporter, say=self.say)
         from .workpool import run_on_work_pool
 
         engine.ensure_tables([self.project.tables[t] for t in sorted({p.table for p in todo})])

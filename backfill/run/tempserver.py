@@ -1,7 +1,9 @@
 """The temporary Prefect server of a process without PREFECT_API_URL: fast, private, never orphaned.
 
-- Its database lives under the project's `.backfill/prefect/`, so Prefect's migrations run once per
-  project, not once per apply.
+- Its database lives under the project's `.backfill/prefect/`. Prefect's migrations of an empty
+  database take 7-10 s, so they run once per machine and Prefect version: the first temporary server
+  migrates, the reporter (reporter_child.py) keeps a copy of that empty database in the user's cache
+  (`~/.cache/backfill/prefect-VERSION.db`), and a new project's server starts from that copy.
 - `start` only spawns the process and returns at once; loading, locking and planning go on while
   the server boots; `url()` waits for its health.
 - The parent never imports Prefect's server modules (1.7 s): the child runs them.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["TemporaryServer", "for_project", "start", "running", "stop_all"]
+__all__ = ["TemporaryServer", "for_project", "start", "running", "stop_all", "template_path"]
 
 # Run in the child: arrange to die with the parent, then become the server (uvicorn on Prefect's app).
 _CHILD = r"""
@@ -60,6 +63,7 @@ class TemporaryServer:
     process: subprocess.Popen[bytes]
     log_path: Path
     _pipe_w: int
+    fresh: bool = False  # it migrates a new database and no migrated copy is cached yet
     _ready: bool = field(default=False)
 
     @property
@@ -93,6 +97,12 @@ class TemporaryServer:
                 self.process.wait()
 
 
+# A temporary server only records the runs of its apply: no scheduling, automations or cleanup loops
+# competing with the apply for the CPU (the task run recorder and the event persister stay on).
+_ONLY_RECORDERS = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
+    "CANCELLATION_CLEANUP", "DB_VACUUM", "EVENT_LOGGER", "FOREMAN", "LATE_RUNS", "SCHEDULER", "PAUSE_EXPIRATIONS",
+    "REPOSSESSOR", "CLEANUP_RECONCILER", "TRIGGERS")}
+
 _SERVERS: dict[Path, TemporaryServer] = {}
 _LOCK = threading.Lock()
 
@@ -114,13 +124,14 @@ def start(home: Path) -> TemporaryServer:
             with contextlib.suppress(Exception):
                 _SERVERS.pop(other).stop()
         home.mkdir(parents=True, exist_ok=True)
+        fresh = _seed_database(home)
         port = _free_port()
         # the death signal follows the spawning thread: only the main thread lives as long as we do
         thread = "main" if threading.current_thread() is threading.main_thread() else "other"
         read_fd, write_fd = os.pipe()
         env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0",
                "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", **_ONLY_RECORDERS}
         env.pop("PREFECT_API_URL", None)
         log_path = home / "server.log"
         with open(log_path, "ab") as log:
@@ -131,9 +142,36 @@ def start(home: Path) -> TemporaryServer:
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 pass_fds=(read_fd,), cwd=str(home))
         os.close(read_fd)
-        server = TemporaryServer(home, port, process, log_path, write_fd)
+        server = TemporaryServer(home, port, process, log_path, write_fd, fresh=fresh)
         _SERVERS[home] = server
         return server
+
+
+def template_path() -> Path:
+    """Where a migrated, empty Prefect database of this Prefect version is cached."""
+    from importlib.metadata import version
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "backfill" / f"prefect-{version('prefect')}-sqlite.db"
+
+
+def _seed_database(home: Path) -> bool:
+    """Give a new home the cached migrated database; True when there is none to give (it migrates)."""
+    database = home / "prefect.db"
+    if database.exists():
+        return False
+    template = template_path()
+    if not template.is_file():
+        return True
+    partial = home / f"prefect.db.{os.getpid()}.partial"
+    try:
+        shutil.copyfile(template, partial)
+        os.replace(partial, database)
+    except OSError:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        return True
+    return False
 
 
 def for_project(root: Path) -> TemporaryServer | None:

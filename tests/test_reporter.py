@@ -1,0 +1,134 @@
+"""Prefect hears of an embedded apply from a reporter process, never on the path of the instances.
+
+- the applying process never imports Prefect, and the flow run is still there with its final state;
+- a Prefect that cannot be reached never stops a backfill: one warning line, the ledger complete;
+- `kill -9` of the apply mid-run leaves its flow run Failed with the reason, not Running forever;
+- the temporary server of a new project starts from the cached, migrated Prefect database.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from steering import dates, edit, statuses
+
+BACKFILL = str(Path(sys.executable).parent / "backfill")
+
+
+def _small(project: Path, name: str) -> None:
+    dates(project, "integration", "2026-06-25", "2026-06-28")
+    (project / "backfills" / "logical_tables.yaml").unlink()
+    spec = project / "backfills" / "integration.yaml"
+    spec.write_text(spec.read_text().replace("name: tutorial_integration", f"name: {name}"))
+
+
+def _flow_runs(api: str, name: str, until: str, seconds: float = 60) -> list[dict[str, object]]:
+    deadline = time.monotonic() + seconds
+    while True:
+        runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}}).json()
+        if (runs and runs[0]["state_type"] == until) or time.monotonic() > deadline:
+            return list(runs)
+        time.sleep(0.2)
+
+
+def test_the_applying_process_never_imports_prefect(tutorial: Path, prefect_api: str) -> None:
+    _small(tutorial, "no_prefect_here")
+    script = ("import sys\nfrom pathlib import Path\nfrom backfill.run.apply import apply_project\n"
+              f"assert apply_project(Path({str(tutorial)!r}), say=lambda m: None).ok\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))\n")
+    out = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PREFECT_API_URL": prefect_api},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    runs = _flow_runs(prefect_api, "no_prefect_here", "COMPLETED", seconds=1)
+    assert [r["state_type"] for r in runs] == ["COMPLETED"], "recorded before apply returned"
+    assert runs[0]["state"]["message"] == "12 instance(s) succeeded"  # type: ignore[index]
+
+
+def test_an_unreachable_prefect_never_stops_a_backfill(tutorial: Path) -> None:
+    _small(tutorial, "prefect_down")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "BACKFILL_PREFECT_WAIT": "2"}
+    out = subprocess.run([BACKFILL, "apply", "--yes", "--project", str(tutorial)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: Prefect did not record this run completely: RuntimeError: the Prefect API at "
+                        f"http://127.0.0.1:{port}/api did not answer within 2 s (the ledger has the whole "
+                        "record: `backfill instances`)"]
+    assert "Traceback" not in out.stderr
+    assert set(statuses(tutorial).values()) == {"success"} and len(statuses(tutorial)) == 12
+
+
+def test_kill_9_mid_apply_leaves_its_flow_run_failed_with_the_reason(tutorial: Path, prefect_api: str) -> None:
+    dates(tutorial, "integration", "2026-06-30", "2026-07-02")
+    dates(tutorial, "logical_tables", "2026-07-01", "2026-07-02")
+    edit(tutorial / "backfills" / "logical_tables.yaml", "name: tutorial_logical", "name: killed_mid_run")
+    where = "WHERE o.ds = DATE '{{ ds }}'"  # fct_order_buy_di of 07-02 scans for minutes unless stopped
+    edit(tutorial / "sql" / "fct_order_buy_di.sql", where, where + "{% if ds == '2026-07-02' %}\n    AND "
+         "(SELECT sum(hash(r.range)) FROM range(20000000000) AS r) IS NOT NULL{% endif %}")
+    slow = "killed_mid_run/fct_order_buy_di/2026-07-02"
+    proc = subprocess.Popen([BACKFILL, "apply", "--yes", "--project", str(tutorial)],
+                            env={**os.environ, "PREFECT_API_URL": prefect_api},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while statuses(tutorial).get(slow) != "running" and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the apply ended before the kill; the test would prove nothing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    runs = _flow_runs(prefect_api, "killed_mid_run", "FAILED")
+    assert [r["state_type"] for r in runs] == ["FAILED"]
+    assert runs[0]["state"]["message"] == (  # type: ignore[index]
+        "the applying process ended before this backfill finished (killed?); `backfill apply` resumes it")
+
+
+def test_a_new_project_starts_prefect_from_the_cached_migrated_database(
+        tutorial: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tutorial_copy import copy_tutorial
+
+    from backfill.run import tempserver
+    from backfill.spec.tutorial import generate_source_data
+
+    cache = tmp_path_factory.mktemp("cache")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["XDG_CACHE_HOME"] = str(cache)
+    _small(tutorial, "first_project")
+    out = subprocess.run([BACKFILL, "apply", "--yes", "--project", str(tutorial)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    templates = list((cache / "backfill").glob("prefect-*-sqlite.db"))
+    assert len(templates) == 1, "the first temporary server's migrated database is cached"
+    with sqlite3.connect(templates[0]) as con:
+        assert con.execute("SELECT count(*) FROM flow_run").fetchone()[0] == 0, "cached empty"
+
+    second = tmp_path_factory.mktemp("second") / "retail"
+    copy_tutorial(second)
+    generate_source_data(second)
+    _small(second, "second_project")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    try:
+        server = tempserver.start(second / ".backfill" / "prefect")
+        try:
+            assert not server.fresh and (second / ".backfill" / "prefect" / "prefect.db").is_file()
+        finally:
+            tempserver.stop_all()
+    finally:
+        os.environ.pop("XDG_CACHE_HOME")
+    out = subprocess.run([BACKFILL, "apply", "--yes", "--project", str(second)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    with sqlite3.connect(second / ".backfill" / "prefect" / "prefect.db") as con:
+        runs = con.execute("SELECT name, state_type, state_name FROM flow_run").fetchall()
+    assert runs == [("second_project", "COMPLETED", "Completed")], "the embedded flow run, recorded with its state"
