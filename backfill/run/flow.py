@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from . import tempserver
+from .reporter_child import flow_run_link
 from .scheduler import BackfillRun
 
 if TYPE_CHECKING:
@@ -33,16 +34,6 @@ def prepare_prefect() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-
-
-def flow_run_link(flow_run_id: object) -> str | None:
-    """The Prefect UI page of a flow run, when a standing server (PREFECT_API_URL) serves a UI."""
-    if not os.environ.get("PREFECT_API_URL"):
-        return None
-    from prefect.settings import PREFECT_UI_URL
-
-    ui = PREFECT_UI_URL.value()
-    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui else None
 
 
 def run_groups(run: BackfillRun, project: str = "", reporter: Reporter | None = None) -> dict[int, dict[str, int]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from ..state.ledger import InstanceRow
+from .reporter_child import artifact_key
 from .scheduler import BAD, BackfillRun
 
 __all__ = ["artifact_key", "group_label", "group_message", "observe_group"]
@@ -34,10 +34,6 @@ def group_label(run: BackfillRun, group: int) -> str:
     first, last = min(r.ds for r in rows)[:10], max(r.ds for r in rows)[:10]
     span = first if first == last else f"{first}..{last}"
     return f"{run.name} group {group}: {span} ({len(rows)} instances)"
-
-
-def artifact_key(*parts: object) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", "-".join(str(p) for p in parts).lower()).strip("-")[:250]
 
 
 def group_message(run: BackfillRun, groups: list[int]) -> tuple[bool, str]:

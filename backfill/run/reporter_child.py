@@ -1,14 +1,18 @@
-"""The reporter process (`python -m backfill.run.reporter_child`): plays an apply's stream (reporting.py)
-as real Prefect runs.
+"""The reporter: plays an apply's stream (reporting.py) as real Prefect runs.
 
-stdin: JSON lines from the applying process. stdout: JSON lines back (`{"name", "link"}` once a flow
-run exists, `{"error"}` when Prefect cannot record something). Each backfill is one flow run named after
-it, tagged `project:NAME` and `backfill:NAME`; each group is one task run named after its dates; every
-instance's start and end is a log line of its group's task run, stamped with the time it happened; a
+It runs inside the temporary Prefect server's process (one stream per connection on the server's
+socket: Prefect is imported there once, for both), or as its own process for a standing server
+(`python -m backfill.run.reporter_child`, the stream on stdin). It only imports the standard library
+until a stream arrives.
+
+In: JSON lines from the applying process. Out: JSON lines back (`{"name", "link"}` once a flow run
+exists, `{"error"}` when Prefect cannot record something). Each backfill is one flow run named after
+it, tagged `project:NAME` and `backfill:NAME`; each group is one task run named after its dates; the
+start and end of every instance are lines of its group's logs, stamped with the time they happened; a
 progress artifact per group follows the ended instances and a table artifact lists them at the end.
 A group with an instance that did not succeed ends Failed with the counts, and so does the flow run.
-If the apply's stream ends in the middle of a backfill (the applying process was killed), that flow
-run ends Failed saying so, instead of staying Running.
+If the stream ends in the middle of a backfill (the applying process was killed), that flow run ends
+Failed saying so, instead of staying Running.
 """
 
 from __future__ import annotations
@@ -18,35 +22,55 @@ import json
 import logging
 import os
 import queue
+import re
 import sys
 import threading
 import time
 import urllib.request
-from typing import Any
+from collections.abc import Iterable
+from typing import IO, Any
 
-from .observe import artifact_key
+__all__ = ["GONE", "artifact_key", "flow_run_link", "serve"]
 
-_EOF: dict[str, Any] = {"op": "eof"}
-_INBOX: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-_GROUPS: dict[tuple[str, int], queue.SimpleQueue[dict[str, Any]]] = {}
-_LOGGER = logging.getLogger("backfill.instances")
-_OUT = threading.Lock()
 GONE = "the applying process ended before this backfill finished (killed?); `backfill apply` resumes it"
+_EOF: dict[str, Any] = {"op": "eof"}
+_LOGGER = logging.getLogger("backfill.instances")
+_SETUP = threading.Lock()
 
 
-def tell(message: dict[str, Any]) -> None:
-    with _OUT, contextlib.suppress(OSError, ValueError):  # the apply may be gone (killed): play on
-        sys.stdout.write(json.dumps(message) + "\n")
-        sys.stdout.flush()
+def artifact_key(*parts: object) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(str(p) for p in parts).lower()).strip("-")[:250]
 
 
-def _read_stdin() -> None:
-    for raw in sys.stdin.buffer:
-        try:
-            _INBOX.put(json.loads(raw))
-        except ValueError:
-            continue
-    _INBOX.put(_EOF)
+def flow_run_link(flow_run_id: object) -> str | None:
+    """The Prefect UI page of a flow run, when the server serves a UI."""
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui else None
+
+
+class _Stream:
+    """One apply's stream: its messages in, its answers out, the queues of its groups."""
+
+    def __init__(self, lines: Iterable[bytes], out: IO[str]) -> None:
+        self.inbox: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.groups: dict[tuple[str, int], queue.SimpleQueue[dict[str, Any]]] = {}
+        self.out = out
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, args=(lines,), name="reporter-in", daemon=True).start()
+
+    def _read(self, lines: Iterable[bytes]) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for raw in lines:
+                with contextlib.suppress(ValueError):
+                    self.inbox.put(json.loads(raw))
+        self.inbox.put(_EOF)
+
+    def tell(self, message: dict[str, Any]) -> None:
+        with self._lock, contextlib.suppress(OSError, ValueError):  # the apply may be gone: play on
+            self.out.write(json.dumps(message) + "\n")
+            self.out.flush()
 
 
 def _wait_for_api(url: str, seconds: float) -> None:
@@ -63,10 +87,8 @@ def _wait_for_api(url: str, seconds: float) -> None:
         time.sleep(0.1)
 
 
-def _save_template() -> None:
+def _save_template(target: str | None, home: str | None) -> None:
     """Keep a copy of the temporary server's freshly migrated database (tempserver.py reuses it)."""
-    target = os.environ.get("BACKFILL_PREFECT_TEMPLATE")
-    home = os.environ.get("BACKFILL_PREFECT_HOME")
     if not target or not home or os.path.exists(target):
         return
     import sqlite3
@@ -80,45 +102,6 @@ def _save_template() -> None:
     except (OSError, sqlite3.Error):
         if os.path.exists(partial):
             os.unlink(partial)
-
-
-def _group_body(key: str, group: int, label: str, total: int) -> Any:
-    from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-    from prefect.context import get_run_context
-    from prefect.states import Failed
-
-    ctx: Any = get_run_context()
-    extra = {"flow_run_id": str(ctx.task_run.flow_run_id), "task_run_id": ctx.task_run.id}
-    inbox = _GROUPS[(key, group)]
-    name = artifact_key(label.split(" group ")[0], "group", group)
-    progress_id: Any = None
-    with contextlib.suppress(Exception):  # artifacts are a courtesy; the ledger is the record
-        progress_id = create_progress_artifact(0.0, key=f"{name}-progress", description=label)
-    ended, shown, last = 0, 0.0, 0.0
-    lines = _Lines(extra)
-    while True:
-        try:
-            m = inbox.get(timeout=1.0)
-        except queue.Empty:  # live: what waited shows now
-            lines.flush()
-            continue
-        if m["op"] == "log":
-            lines.add(m)
-            ended += 1 if m.get("ended") else 0
-            now = round(100.0 * ended / max(1, total), 1)
-            if progress_id is not None and now != shown and time.monotonic() - last > 0.5:
-                _quietly(update_progress_artifact, progress_id, now)
-                shown, last = now, time.monotonic()
-            continue
-        lines.flush()
-        if progress_id is not None:
-            _quietly(update_progress_artifact, progress_id, 100.0)
-        if m["op"] != "group_end":
-            return Failed(message=f"{label}: {GONE}")
-        _quietly(create_table_artifact, m["table"], key=name, description=label)
-        if not m["ok"]:
-            return Failed(message=f"{label}: {m['message']}")
-        return {"instances": total}
 
 
 class _Lines:
@@ -161,7 +144,44 @@ def _quietly(fn: Any, *args: Any, **kwargs: Any) -> None:
         fn(*args, **kwargs)
 
 
-def play(begin: dict[str, Any]) -> dict[str, Any]:
+def _group_body(inbox: queue.SimpleQueue[dict[str, Any]], group: int, label: str, total: int) -> Any:
+    from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+    from prefect.context import get_run_context
+    from prefect.states import Failed
+
+    ctx: Any = get_run_context()
+    lines = _Lines({"flow_run_id": str(ctx.task_run.flow_run_id), "task_run_id": ctx.task_run.id})
+    name = artifact_key(label.split(" group ")[0], "group", group)
+    progress_id: Any = None
+    with contextlib.suppress(Exception):  # artifacts are a courtesy; the ledger is the record
+        progress_id = create_progress_artifact(0.0, key=f"{name}-progress", description=label)
+    ended, shown, last = 0, 0.0, 0.0
+    while True:
+        try:
+            m = inbox.get(timeout=1.0)
+        except queue.Empty:  # live: what waited shows now
+            lines.flush()
+            continue
+        if m["op"] == "log":
+            lines.add(m)
+            ended += 1 if m.get("ended") else 0
+            now = round(100.0 * ended / max(1, total), 1)
+            if progress_id is not None and now != shown and time.monotonic() - last > 0.5:
+                _quietly(update_progress_artifact, progress_id, now)
+                shown, last = now, time.monotonic()
+            continue
+        lines.flush()
+        if progress_id is not None:
+            _quietly(update_progress_artifact, progress_id, 100.0)
+        if m["op"] != "group_end":
+            return Failed(message=f"{label}: {GONE}")
+        _quietly(create_table_artifact, m["table"], key=name, description=label)
+        if not m["ok"]:
+            return Failed(message=f"{label}: {m['message']}")
+        return {"instances": total}
+
+
+def play(stream: _Stream, begin: dict[str, Any]) -> dict[str, Any]:
     """One backfill as one flow run; returns the message that ended it (`end`, or EOF)."""
     from prefect import flow, tags, task
     from prefect.cache_policies import NO_CACHE
@@ -170,17 +190,14 @@ def play(begin: dict[str, Any]) -> dict[str, Any]:
     from prefect.states import Completed, Failed
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from .flow import flow_run_link
-
-    key, name = str(begin["key"]), str(begin["name"])
+    name = str(begin["name"])
     groups = {int(g): v for g, v in begin["groups"].items()}
-    for g in groups:
-        _GROUPS[(key, g)] = queue.SimpleQueue()
+    queues: dict[int, queue.SimpleQueue[dict[str, Any]]] = {g: queue.SimpleQueue() for g in groups}
     ending: dict[str, Any] = {}
 
     @task(name="backfill-group", retries=0, persist_result=False, cache_policy=NO_CACHE)
     def group_task(group: int) -> Any:
-        return _group_body(key, group, groups[group]["label"], int(groups[group]["total"]))
+        return _group_body(queues[group], group, groups[group]["label"], int(groups[group]["total"]))
 
     runner: Any = ThreadPoolTaskRunner(max_workers=max(1, len(groups)))
 
@@ -188,21 +205,20 @@ def play(begin: dict[str, Any]) -> dict[str, Any]:
           validate_parameters=False, log_prints=False)
     def backfill_flow() -> Any:
         ctx: Any = get_run_context()
-        tell({"name": name, "link": flow_run_link(ctx.flow_run.id) or ""})
+        stream.tell({"name": name, "link": flow_run_link(ctx.flow_run.id) or ""})
         futures = [group_task.with_options(task_run_name=v["label"]).submit(g) for g, v in groups.items()]
         open_groups = set(groups)
         while True:
-            m = _INBOX.get()
-            if m["op"] in ("log", "group_end") and (m.get("key"), int(m.get("group", -1))) in _GROUPS:
-                _GROUPS[(key, int(m["group"]))].put(m)
+            m = stream.inbox.get()
+            if m["op"] in ("log", "group_end") and int(m.get("group", -1)) in queues:
+                queues[int(m["group"])].put(m)
                 if m["op"] == "group_end":
                     open_groups.discard(int(m["group"]))
-                continue
-            if m["op"] in ("end", "eof"):
+            elif m["op"] in ("end", "eof"):
                 ending.update(m)
                 break
         for g in open_groups:
-            _GROUPS[(key, g)].put(_EOF)
+            queues[g].put(_EOF)
         for f in futures:
             f.wait()
         if m["op"] == "eof":
@@ -211,39 +227,44 @@ def play(begin: dict[str, Any]) -> dict[str, Any]:
 
     with tags(*begin["tags"]), temporary_settings(updates={"flows.heartbeat_frequency": None}):
         backfill_flow(return_state=True)
-    for g in groups:
-        _GROUPS.pop((key, g), None)
     return ending
 
 
-def main() -> int:
-    threading.Thread(target=_read_stdin, name="stdin", daemon=True).start()
+def serve(lines: Iterable[bytes], out: IO[str], settings: dict[str, str] | None = None) -> None:
+    """Play one stream to the end. `settings` (else the first line, `{"op": "hello", ...}`): `api`,
+    `wait` (seconds to wait for it), `home` and `template` (the temporary server's database and where
+    to keep a copy of it)."""
+    stream = _Stream(lines, out)
+    if settings is None:
+        hello = stream.inbox.get()
+        settings = {k: str(v) for k, v in hello.items() if k != "op"} if hello.get("op") == "hello" else {}
     try:
-        from prefect.logging.handlers import APILogHandler
+        with _SETUP:
+            from prefect.logging.handlers import APILogHandler
 
-        _LOGGER.addHandler(APILogHandler())
-        _LOGGER.setLevel(logging.INFO)
-        _LOGGER.propagate = False
-        _wait_for_api(os.environ["PREFECT_API_URL"], float(os.environ.get("BACKFILL_PREFECT_WAIT", "180")))
-        _save_template()
+            if not any(isinstance(h, APILogHandler) for h in _LOGGER.handlers):
+                _LOGGER.addHandler(APILogHandler())
+                _LOGGER.setLevel(logging.INFO)
+                _LOGGER.propagate = False
+        _wait_for_api(settings.get("api") or os.environ["PREFECT_API_URL"], float(settings.get("wait") or 180))
+        _save_template(settings.get("template"), settings.get("home"))
     except Exception as exc:  # noqa: BLE001 - said once to the apply, which warns
-        tell({"error": f"{type(exc).__name__}: {exc}"})
-        while _INBOX.get() is not _EOF:  # drain: the apply never blocks on a full pipe
+        stream.tell({"error": f"{type(exc).__name__}: {exc}"})
+        while stream.inbox.get() is not _EOF:  # drain: the apply never blocks on a full pipe
             pass
-        return 0
+        return
     while True:
-        m = _INBOX.get()
-        if m is _EOF or m["op"] == "eof":
+        m = stream.inbox.get()
+        if m is _EOF:
             break
-        if m["op"] != "begin":
+        if m.get("op") != "begin":
             continue
         try:
-            if play(m).get("op") == "eof":
+            if play(stream, m).get("op") == "eof":
                 break
         except Exception as exc:  # noqa: BLE001
-            tell({"error": f"{m.get('name')}: {type(exc).__name__}: {exc}"})
+            stream.tell({"error": f"{m.get('name')}: {type(exc).__name__}: {exc}"})
     _drain()
-    return 0
 
 
 def _drain() -> None:
@@ -252,12 +273,30 @@ def _drain() -> None:
     from prefect.logging.handlers import APILogWorker
 
     for worker in (APILogWorker, EventsWorker):
-        with contextlib.suppress(Exception):  # best effort at exit
+        with contextlib.suppress(Exception):  # best effort
             worker.drain_all(timeout=30)
 
 
+def serve_socket(name: str) -> None:
+    """In the temporary server's process: one thread per apply connecting to the abstract socket `name`."""
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("\0" + name)
+    listener.listen(16)
+
+    def one(conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines, conn.makefile("w") as out:
+            serve(lines, out)
+
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=one, args=(conn,), name="reporter", daemon=True).start()
+
+
 if __name__ == "__main__":
-    code = main()
+    serve(sys.stdin.buffer, sys.stdout, {k: os.environ.get(f"BACKFILL_PREFECT_{k.upper()}", "")
+                                         for k in ("wait", "home", "template")})
     with contextlib.suppress(OSError, ValueError):
         sys.stdout.flush()
-    os._exit(code)  # Prefect leaves service threads behind: do not wait for them
+    os._exit(0)  # Prefect leaves service threads behind: do not wait for them

@@ -1,14 +1,15 @@
 """What this apply shows in Prefect, written by a reporter process so that Prefect never sits on the
 path of the instances.
 
-Importing Prefect costs this process 1.5 s of CPU, its flow engine and log threads take the GIL from
-the scheduler, and a temporary server takes seconds to boot. So the applying process never imports
-Prefect: it starts a reporter process (`reporter_child.py`) when the apply starts, and streams it the
-run as JSON lines on a pipe (each backfill begins, every instance's start and end, each group's end,
-the backfill's end). The reporter imports Prefect on the other core, waits for the server, and plays
-the stream as real Prefect runs: one flow run per backfill, a task run per group, the instances' logs
-with their own timestamps, progress and table artifacts, and Completed or Failed states with counts.
-The instances start at once; at the end the apply waits until the reporter has recorded everything.
+Importing Prefect costs 1.5 s of CPU, its flow engine and log threads take the GIL from the
+scheduler, and a temporary server takes seconds to boot. So the applying process never imports
+Prefect: it streams the run as JSON lines to a reporter (`reporter_child.py`) from the moment the apply
+starts: each backfill begins, every instance starts and ends, each group ends, the backfill ends. The
+reporter lives in the temporary server's process (which imports Prefect anyway: once for both), or is
+a process of its own for a standing server. It waits for the server, and plays the stream as real
+Prefect runs: one flow run per backfill, a task run per group, the instances' logs with their own
+timestamps, progress and table artifacts, Completed or Failed with counts. The instances start at
+once, on their core; at the end the apply waits until the reporter has recorded everything.
 
 The ledger stays the record. A Prefect that cannot be reached never stops a backfill: the apply ends
 with one `warning:` line saying what Prefect did not record.
@@ -20,13 +21,14 @@ import contextlib
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..state.ledger import InstanceRow
 from .observe import group_label, group_message
@@ -38,11 +40,78 @@ __all__ = ["Reporter", "close_reporter", "start_reporter"]
 _CLOSE = object()
 
 
-class Reporter:
-    """The parent's end of one reporter process: `begin`, `observer`, `group_end`, `end`, `close`."""
+class _Link:
+    """Where the stream goes: `open()` -> (lines out, lines back); `finish(timeout)` -> exit status."""
 
-    def __init__(self, api_url: str, log_path: Path, say: Callable[[str], None] | None, standing: bool,
-                 env: Mapping[str, str]) -> None:
+    def open(self) -> tuple[IO[bytes], IO[bytes]]:
+        raise NotImplementedError
+
+    def finish(self, timeout: float) -> int:
+        return 0
+
+    def abort(self) -> None:
+        pass
+
+
+class _OwnProcess(_Link):
+    """A reporter process of its own (a standing server): the stream on its stdin."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            # its own session: a Ctrl-C in the terminal reaches the apply, which then reports the end
+            self.process = subprocess.Popen([sys.executable, "-m", "backfill.run.reporter_child"],
+                                            env={**os.environ, **env}, stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+
+    def open(self) -> tuple[IO[bytes], IO[bytes]]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        return self.process.stdin, self.process.stdout
+
+    def finish(self, timeout: float) -> int:
+        return self.process.wait(timeout)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        self.process.wait()
+
+
+class _ServerSocket(_Link):
+    """The temporary server's process, which hosts the reporters of its applies (tempserver.py)."""
+
+    def __init__(self, name: str, hello: dict[str, str]) -> None:
+        self.name, self.hello = name, hello
+        self.sock: socket.socket | None = None
+
+    def open(self) -> tuple[IO[bytes], IO[bytes]]:
+        deadline = time.monotonic() + 60
+        while True:  # the server's process binds the socket first thing; it may not have yet
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect("\0" + self.name)
+                break
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.sock = sock
+        out, back = sock.makefile("wb"), sock.makefile("rb")
+        out.write((json.dumps({"op": "hello", **self.hello}) + "\n").encode())
+        return out, back
+
+    def abort(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+
+class Reporter:
+    """The apply's end of one reporter: `begin`, `observer`, `group_end`, `end`, `close`."""
+
+    def __init__(self, link: _Link, say: Callable[[str], None] | None, standing: bool) -> None:
+        self.link = link
         self.say = say
         self.standing = standing
         self.begun = False
@@ -50,19 +119,9 @@ class Reporter:
         self.errors: list[str] = []
         self._outbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._closed = False
-        env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "DO_NOT_TRACK": "1", "PREFECT_LOGGING_LEVEL": "WARNING",
-               "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false", **env}
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            # its own session: a Ctrl-C in the terminal reaches the apply, which then reports the end
-            self.process = subprocess.Popen([sys.executable, "-m", "backfill.run.reporter_child"], env=env,
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                            start_new_session=True)
         self._writer = threading.Thread(target=self._write, name="prefect-reporter-in", daemon=True)
-        self._reader = threading.Thread(target=self._read, name="prefect-reporter-out", daemon=True)
+        self._reader: threading.Thread | None = None
         self._writer.start()
-        self._reader.start()
 
     # ------------------------------------------------------------------ the stream
     def _send(self, message: dict[str, Any]) -> None:
@@ -70,8 +129,13 @@ class Reporter:
             self._outbox.put(message)
 
     def _write(self) -> None:  # an unbounded queue: a reporter still booting never slows an instance
-        assert self.process.stdin is not None
-        pipe = self.process.stdin
+        try:
+            pipe, back = self.link.open()
+        except OSError as exc:
+            self.errors.append(f"the Prefect reporter could not be reached: {exc}")
+            return
+        self._reader = threading.Thread(target=self._read, args=(back,), name="prefect-reporter-out", daemon=True)
+        self._reader.start()
         try:
             while True:
                 item = self._outbox.get()
@@ -87,23 +151,26 @@ class Reporter:
                         lines.append(more)
                 pipe.write("".join(json.dumps(m, separators=(",", ":")) + "\n" for m in lines).encode())
                 pipe.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            pass  # the reporter died: its exit status says so at close
+        except (OSError, ValueError):
+            pass  # the reporter died: said at close
         finally:
             with contextlib.suppress(OSError, ValueError):
                 pipe.close()
+            if isinstance(self.link, _ServerSocket) and self.link.sock is not None:
+                with contextlib.suppress(OSError):
+                    self.link.sock.shutdown(socket.SHUT_WR)  # the end of the stream, answers still to come
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            with contextlib.suppress(ValueError):
-                message = json.loads(raw)
-                if "error" in message:
-                    self.errors.append(str(message["error"]))
-                elif "link" in message:
-                    self.links[str(message["name"])] = str(message["link"])
-                    if self.standing and self.say and message["link"]:
-                        self.say(f"note: Prefect flow run of {message['name']}: {message['link']}")
+    def _read(self, back: IO[bytes]) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for raw in back:
+                with contextlib.suppress(ValueError):
+                    message = json.loads(raw)
+                    if "error" in message:
+                        self.errors.append(str(message["error"]))
+                    elif "link" in message:
+                        self.links[str(message["name"])] = str(message["link"])
+                        if self.standing and self.say and message["link"]:
+                            self.say(f"note: Prefect flow run of {message['name']}: {message['link']}")
 
     # ------------------------------------------------------------------ what the apply reports
     def begin(self, run: BackfillRun, project: str) -> None:
@@ -148,47 +215,45 @@ class Reporter:
         self._outbox.put(_CLOSE)
         self._closed = True
         if not self.begun:  # nothing ran: nothing to record, no reason to wait for Prefect
-            self.kill()
-            self.process.wait()
+            self.link.abort()
             return []
+        deadline = time.monotonic() + timeout
         self._writer.join(timeout)
+        noted = False
+        while self._reader is not None and self._reader.is_alive() and time.monotonic() < deadline:
+            self._reader.join(min(3.0, max(0.0, deadline - time.monotonic())))
+            if self._reader.is_alive() and not noted and self.say:
+                self.say("note: waiting for Prefect to record this run (the ledger already has it)")
+                noted = True
         try:
-            try:
-                code = self.process.wait(min(3.0, timeout))
-            except subprocess.TimeoutExpired:
-                if self.say and timeout > 3.0:
-                    self.say("note: waiting for Prefect to record this run (the ledger already has it)")
-                code = self.process.wait(max(0.0, timeout - 3.0))
+            code = self.link.finish(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            self.errors.append(f"Prefect did not record this run within {timeout:g} s")
             code = 0
-        self._reader.join(5)
-        if code != 0 and not self.errors:
+        if (self._reader is not None and self._reader.is_alive()) or time.monotonic() >= deadline:
+            self.link.abort()
+            self.errors.append(f"Prefect did not record this run within {timeout:g} s")
+        elif code != 0 and not self.errors:
             self.errors.append(f"the Prefect reporter exited with status {code}")
         return self.errors
-
-    def kill(self) -> None:
-        with contextlib.suppress(OSError):
-            self.process.kill()
 
 
 def start_reporter(root: Path, server: TemporaryServer | None,
                    say: Callable[[str], None] | None = None) -> Reporter | None:
-    """A reporter process for an apply of the project at `root`: to `server` (this process's temporary
-    server) or to the standing server PREFECT_API_URL names; None when there is neither."""
+    """A reporter for an apply of the project at `root`: hosted by `server` (this process's temporary
+    server), or a process of its own for the standing server PREFECT_API_URL names; None without either."""
+    wait = os.environ.get("BACKFILL_PREFECT_WAIT")
     if server is not None:
-        env = {"BACKFILL_PREFECT_WAIT": os.environ.get("BACKFILL_PREFECT_WAIT", "180"),
-               "BACKFILL_PREFECT_HOME": str(server.home)}
+        hello = {"api": server.api_url, "wait": wait or "180", "home": str(server.home)}
         if server.fresh:
-            env["BACKFILL_PREFECT_TEMPLATE"] = str(template_path())
-        return Reporter(server.api_url, server.home / "reporter.log", say, False, env)
+            hello["template"] = str(template_path())
+        return Reporter(_ServerSocket(server.reporter_socket, hello), say, standing=False)
     url = os.environ.get("PREFECT_API_URL")
     if not url:
         return None
-    wait = os.environ.get("BACKFILL_PREFECT_WAIT", "30")
-    return Reporter(url, root / ".backfill" / "prefect-reporter.log", say, True, {"BACKFILL_PREFECT_WAIT": wait})
+    env = {"PREFECT_API_URL": url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+           "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+           "BACKFILL_PREFECT_WAIT": wait or "30"}
+    return Reporter(_OwnProcess(env, root / ".backfill" / "prefect-reporter.log"), say, standing=True)
 
 
 def close_reporter(reporter: Reporter, say: Callable[[str], None] | None, timeout: float = 300.0) -> None:

@@ -50,7 +50,11 @@ def watch():
     finally:
         os._exit(0)
 threading.Thread(target=watch, daemon=True).start()
-sys.argv = ["uvicorn"] + sys.argv[4:]
+def report(name):  # the reporter of each apply connecting to this server (reporter_child.py)
+    from backfill.run.reporter_child import serve_socket
+    serve_socket(name)
+threading.Thread(target=report, args=(sys.argv[4],), daemon=True).start()
+sys.argv = ["uvicorn"] + sys.argv[5:]
 import uvicorn.main
 uvicorn.main.main()
 """
@@ -69,6 +73,11 @@ class TemporaryServer:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def reporter_socket(self) -> str:
+        """The abstract socket on which the server's process takes an apply's stream (reporting.py)."""
+        return _socket_name(self.port)
 
     def url(self, timeout: float = 180.0) -> str:
         """Its API URL, once it answers (raises RuntimeError with its log's tail if it never does)."""
@@ -107,6 +116,10 @@ _SERVERS: dict[Path, TemporaryServer] = {}
 _LOCK = threading.Lock()
 
 
+def _socket_name(port: int) -> str:
+    return f"backfill-prefect-reporter-{os.getpid()}-{port}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -132,11 +145,11 @@ def start(home: Path) -> TemporaryServer:
         env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0",
                "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", **_ONLY_RECORDERS}
-        env.pop("PREFECT_API_URL", None)
+        env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"  # for the reporters it hosts
         log_path = home / "server.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(os.getpid()), str(read_fd), thread,
+                [sys.executable, "-c", _CHILD, str(os.getpid()), str(read_fd), thread, _socket_name(port),
                  "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
                  "--port", str(port), "--log-level", "error", "--lifespan", "on"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
