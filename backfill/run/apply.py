@@ -108,8 +108,7 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
     run.apply_flags(ledger.flags([r.id for r in rows]))  # kills and pauses requested before it started
     run.earlier_attempts = ledger.attempt_counts([r.id for r in rows])
     outside = sorted({u for r in rows for u in r.upstream} - {r.id for r in rows})
-    run.external = {r.id: r.status for n in range(0, len(outside), 500)
-                    for r in ledger.instances(ids=outside[n:n + 500])}
+    run.external = {i: status for i, (status, _, _) in ledger.outcomes(outside).items()}
     ledger.mark_waiting([r.id for r in rows])
     own_reporter = None
     if reporter is None:
@@ -145,10 +144,11 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
     report.seconds = time.monotonic() - started
     for job in run.jobs.values():
         report.counts[job.status] = report.counts.get(job.status, 0) + 1
-    final = ledger.instances(ids=list(ids))
-    report.rows = sum(r.rows or 0 for r in final)
-    report.failures = [(r.id, r.status, r.error or "") for r in final
-                       if r.status in ("failed", "paused", "blocked", "killed")]
+    final = ledger.outcomes([r.id for r in rows])
+    report.rows = sum(n or 0 for _, n, _ in final.values())
+    ended = [(r.id, *final[r.id]) for r in rows if r.id in final]  # in the ledger's order
+    report.failures = [(i, status, error or "") for i, status, _, error in ended
+                       if status in ("failed", "paused", "blocked", "killed")]
     return report
 
 

@@ -172,6 +172,16 @@ class Ledger(LockTable, ClaimTable):
         found = self.instances(ids=[instance_id])
         return found[0] if found else None
 
+    def outcomes(self, ids: Sequence[str]) -> dict[str, tuple[str, int | None, str | None]]:
+        """(status, rows, error) of each of `ids`, without reading whole rows."""
+        c = T_INSTANCES.c
+        out: dict[str, tuple[str, int | None, str | None]] = {}
+        with self.engine.connect() as conn:
+            for n in range(0, len(ids), 5000):
+                q = sa.select(c.id, c.status, c.rows, c.error).where(c.id.in_(list(ids[n:n + 5000])))
+                out.update({r.id: (r.status, r.rows, r.error) for r in conn.execute(q)})
+        return out
+
     def attempts(self, instance_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(
