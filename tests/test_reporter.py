@@ -132,3 +132,16 @@ def test_a_new_project_starts_prefect_from_the_cached_migrated_database(
     with sqlite3.connect(second / ".backfill" / "prefect" / "prefect.db") as con:
         runs = con.execute("SELECT name, state_type, state_name FROM flow_run").fetchall()
     assert runs == [("second_project", "COMPLETED", "Completed")], "the embedded flow run, recorded with its state"
+
+
+def test_a_refused_first_apply_stops_prefect_and_leaves_nothing(tutorial: Path) -> None:
+    from test_tempserver import _servers_in
+
+    edit(tutorial / "sql" / "dws_all.sql", "{{ ref('fct_order_buy_di') }}", "{{ ref('no_such_table') }}")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    out = subprocess.run([BACKFILL, "apply", "--yes", "--project", str(tutorial)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "no_such_table" in out.stderr and "Traceback" not in out.stderr
+    assert not (tutorial / ".backfill").exists(), "the temporary server started early is gone with its folder"
+    assert not _servers_in(tutorial / ".backfill" / "prefect")

@@ -8,6 +8,7 @@ as a Prefect flow, summarise). What a dead apply left behind is settled first.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 import time
 import uuid
@@ -43,6 +44,7 @@ from .signals import STOP, Stopped, run_in_thread, stop_on_signals
 
 if TYPE_CHECKING:
     from .reporting import Reporter
+    from .tempserver import TemporaryServer
 
 __all__ = ["ApplyReport", "BackfillReport", "apply_project", "attach_claims", "hold_lock", "run_again",
            "run_instances"]
@@ -187,23 +189,33 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
                   work_pool: str | None = None) -> ApplyReport:
     from ..spec.loader import load_project
 
-    # the temporary Prefect server boots in the background while we load, lock and plan (on a first
-    # apply, once the specs validated: a refused first apply leaves nothing behind)
-    server = tempserver.for_project(root) if not work_pool and (root / ".backfill").is_dir() else None
-    project = load_project(root)
-    first: Validated | None = None
-    if plan_file is None and not ledger_exists(project):
-        # a first apply of specs that do not validate creates no ledger and no warehouse; against the
-        # empty ledger it creates, this is already the plan
-        first = validate_project(root, today=today, only=list(selectors) or None)
-    pool = work_pool or project.work_pool
-    if pool:
-        from .workpool import check_work_pool_project
+    # Prefect's side (the temporary server, the reporter) starts first and boots on the other core while
+    # we load, validate, lock and plan; a refused first apply stops it and leaves nothing behind
+    fresh = not (root / ".backfill").exists()
+    early = not work_pool and (root / "project.yaml").is_file()
+    server = tempserver.for_project(root) if early else None
+    reporter = start_reporter(root, server, say) if early else None
+    try:
+        project = load_project(root)
+        first: Validated | None = None
+        if plan_file is None and not ledger_exists(project):
+            # a first apply of specs that do not validate creates no ledger and no warehouse; against
+            # the empty ledger it creates, this is already the plan
+            first = validate_project(root, today=today, only=list(selectors) or None)
+        pool = work_pool or project.work_pool
+        if pool:
+            from .workpool import check_work_pool_project
 
-        check_work_pool_project(project, pool)
-    if server is None and not pool:
-        server = tempserver.for_project(root)
-    reporter = None if pool else start_reporter(root, server, say)
+            check_work_pool_project(project, pool)
+    except BaseException:
+        _discard(root, reporter, server, fresh)
+        raise
+    if pool and early:  # the project runs on a work pool: no reporter here
+        _discard(root, reporter, server, fresh)
+        reporter = server = None
+    if not pool and reporter is None:
+        server = server or tempserver.for_project(root)
+        reporter = start_reporter(root, server, say)
     executor = Executor(project, ledger=None, pool=pool, reporter=reporter, say=say, on_change=on_change,
                         before_run=before_run)
     try:
@@ -237,6 +249,16 @@ def _apply_with(project: Project, root: Path, executor: Executor, selectors: Seq
 
 
 NEXT_APPLY = "run `backfill apply` to resume"
+
+
+def _discard(root: Path, reporter: Reporter | None, server: TemporaryServer | None, fresh: bool) -> None:
+    """Stop what an apply started for Prefect before it ran anything; on a first apply, remove it."""
+    if reporter is not None:
+        reporter.close()
+    if server is not None:
+        server.stop()
+    if fresh:
+        shutil.rmtree(root / ".backfill", ignore_errors=True)
 
 
 def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRecords, report: ApplyReport,

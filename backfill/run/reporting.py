@@ -83,6 +83,7 @@ class _ServerSocket(_Link):
     def __init__(self, name: str, hello: dict[str, str]) -> None:
         self.name, self.hello = name, hello
         self.sock: socket.socket | None = None
+        self.aborted = threading.Event()
 
     def open(self) -> tuple[IO[bytes], IO[bytes]]:
         deadline = time.monotonic() + 60
@@ -93,7 +94,7 @@ class _ServerSocket(_Link):
                 break
             except OSError:
                 sock.close()
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or self.aborted.is_set():
                     raise
                 time.sleep(0.05)
         self.sock = sock
@@ -102,6 +103,7 @@ class _ServerSocket(_Link):
         return out, back
 
     def abort(self) -> None:
+        self.aborted.set()
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.close()
