@@ -95,8 +95,14 @@ class TemporaryServer:
         return self.api_url
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._pipe_w)
+        """Stop it (again: nothing; its pipe's descriptor is closed once, never a number reused since)."""
+        with _LOCK:
+            if _SERVERS.get(self.home) is self:
+                del _SERVERS[self.home]
+        if self._pipe_w >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._pipe_w)
+            self._pipe_w = -1
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -113,7 +119,7 @@ _ONLY_RECORDERS = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name i
     "REPOSSESSOR", "CLEANUP_RECONCILER", "TRIGGERS")}
 
 _SERVERS: dict[Path, TemporaryServer] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 
 
 def _socket_name(port: int) -> str:
@@ -201,10 +207,10 @@ def running() -> list[TemporaryServer]:
 
 def stop_all() -> None:
     with _LOCK:
-        for server in list(_SERVERS.values()):
-            with contextlib.suppress(Exception):  # best effort at exit
-                server.stop()
-        _SERVERS.clear()
+        servers = list(_SERVERS.values())
+    for server in servers:
+        with contextlib.suppress(Exception):  # best effort at exit
+            server.stop()
 
 
 atexit.register(stop_all)
