@@ -252,6 +252,7 @@ def serve(lines: Iterable[bytes], out: IO[str], settings: dict[str, str] | None 
         stream.tell({"error": f"{type(exc).__name__}: {exc}"})
         while stream.inbox.get() is not _EOF:  # drain: the apply never blocks on a full pipe
             pass
+        stream.tell({"done": True})
         return
     while True:
         m = stream.inbox.get()
@@ -265,6 +266,7 @@ def serve(lines: Iterable[bytes], out: IO[str], settings: dict[str, str] | None 
         except Exception as exc:  # noqa: BLE001
             stream.tell({"error": f"{m.get('name')}: {type(exc).__name__}: {exc}"})
     _drain()
+    stream.tell({"done": True})
 
 
 def _drain() -> None:

@@ -43,6 +43,8 @@ _CLOSE = object()
 class _Link:
     """Where the stream goes: `open()` -> (lines out, lines back); `finish(timeout)` -> exit status."""
 
+    log = "the Prefect server's log"
+
     def open(self) -> tuple[IO[bytes], IO[bytes]]:
         raise NotImplementedError
 
@@ -57,6 +59,7 @@ class _OwnProcess(_Link):
     """A reporter process of its own (a standing server): the stream on its stdin."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.log = str(log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             # its own session: a Ctrl-C in the terminal reaches the apply, which then reports the end
@@ -80,8 +83,8 @@ class _OwnProcess(_Link):
 class _ServerSocket(_Link):
     """The temporary server's process, which hosts the reporters of its applies (tempserver.py)."""
 
-    def __init__(self, name: str, hello: dict[str, str]) -> None:
-        self.name, self.hello = name, hello
+    def __init__(self, name: str, hello: dict[str, str], log: str) -> None:
+        self.name, self.hello, self.log = name, hello, log
         self.sock: socket.socket | None = None
         self.aborted = threading.Event()
 
@@ -117,6 +120,7 @@ class Reporter:
         self.say = say
         self.standing = standing
         self.begun = False
+        self.done = False  # the reporter said it recorded everything
         self.links: dict[str, str] = {}
         self.errors: list[str] = []
         self._outbox: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -167,7 +171,9 @@ class Reporter:
             for raw in back:
                 with contextlib.suppress(ValueError):
                     message = json.loads(raw)
-                    if "error" in message:
+                    if "done" in message:
+                        self.done = True
+                    elif "error" in message:
                         self.errors.append(str(message["error"]))
                     elif "link" in message:
                         self.links[str(message["name"])] = str(message["link"])
@@ -234,8 +240,8 @@ class Reporter:
         if (self._reader is not None and self._reader.is_alive()) or time.monotonic() >= deadline:
             self.link.abort()
             self.errors.append(f"Prefect did not record this run within {timeout:g} s")
-        elif code != 0 and not self.errors:
-            self.errors.append(f"the Prefect reporter exited with status {code}")
+        elif (code != 0 or not self.done) and not self.errors:
+            self.errors.append(f"the Prefect reporter ended early (exit status {code}); see {self.link.log}")
         return self.errors
 
 
@@ -248,7 +254,7 @@ def start_reporter(root: Path, server: TemporaryServer | None,
         hello = {"api": server.api_url, "wait": wait or "180", "home": str(server.home)}
         if server.fresh:
             hello["template"] = str(template_path())
-        return Reporter(_ServerSocket(server.reporter_socket, hello), say, standing=False)
+        return Reporter(_ServerSocket(server.reporter_socket, hello, str(server.log_path)), say, standing=False)
     url = os.environ.get("PREFECT_API_URL")
     if not url:
         return None
