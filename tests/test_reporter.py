@@ -145,3 +145,27 @@ def test_a_refused_first_apply_stops_prefect_and_leaves_nothing(tutorial: Path) 
     assert "no_such_table" in out.stderr and "Traceback" not in out.stderr
     assert not (tutorial / ".backfill").exists(), "the temporary server started early is gone with its folder"
     assert not _servers_in(tutorial / ".backfill" / "prefect")
+
+
+def test_apply_starts_the_temporary_server_first_and_a_usage_error_leaves_nothing(
+        tutorial: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    out = subprocess.run([BACKFILL, "apply", "--no-such-option", "--project", str(tutorial)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert not (tutorial / ".backfill").exists(), "the server started first is stopped and its folder removed"
+
+    from backfill.cli.main import _prestart
+    from backfill.run import tempserver
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    try:
+        _prestart(["backfill", "apply", "-p", str(tutorial), "--yes"])
+        server = tempserver.adopt(tutorial)
+        assert server is not None and server.made_folder and server.process.poll() is None
+    finally:
+        tempserver.stop_all()
+        if "server" in locals() and server is not None:
+            import shutil
+
+            shutil.rmtree(server.home.parent, ignore_errors=True)

@@ -191,9 +191,10 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
 
     # Prefect's side (the temporary server, the reporter) starts first and boots on the other core while
     # we load, validate, lock and plan; a refused first apply stops it and leaves nothing behind
-    fresh = not (root / ".backfill").exists()
+    existed = (root / ".backfill").exists()
     early = not work_pool and (root / "project.yaml").is_file()
-    server = tempserver.for_project(root) if early else None
+    server = tempserver.adopt(root) or (tempserver.for_project(root) if early else None)
+    fresh = not existed or (server is not None and server.made_folder)
     reporter = start_reporter(root, server, say) if early else None
     try:
         project = load_project(root)

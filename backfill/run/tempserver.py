@@ -28,7 +28,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["TemporaryServer", "for_project", "start", "running", "stop_all", "template_path"]
+__all__ = ["TemporaryServer", "adopt", "discard_unadopted", "for_project", "prestart", "running", "start",
+           "stop_all", "template_path"]
 
 # Run in the child: arrange to die with the parent, then become the server (uvicorn on Prefect's app).
 _CHILD = r"""
@@ -68,6 +69,7 @@ class TemporaryServer:
     log_path: Path
     _pipe_w: int
     fresh: bool = False  # it migrates a new database and no migrated copy is cached yet
+    made_folder: bool = False  # it created the project's `.backfill/` (a first apply)
     _ready: bool = field(default=False)
 
     @property
@@ -142,6 +144,7 @@ def start(home: Path) -> TemporaryServer:
         for other in [h for h in _SERVERS if h != home]:  # one at a time: a process applies one project at a time
             with contextlib.suppress(Exception):
                 _SERVERS.pop(other).stop()
+        made_folder = not home.parent.exists()
         home.mkdir(parents=True, exist_ok=True)
         fresh = _seed_database(home)
         port = _free_port()
@@ -161,7 +164,7 @@ def start(home: Path) -> TemporaryServer:
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 pass_fds=(read_fd,), cwd=str(home))
         os.close(read_fd)
-        server = TemporaryServer(home, port, process, log_path, write_fd, fresh=fresh)
+        server = TemporaryServer(home, port, process, log_path, write_fd, fresh=fresh, made_folder=made_folder)
         _SERVERS[home] = server
         return server
 
@@ -191,6 +194,30 @@ def _seed_database(home: Path) -> bool:
             partial.unlink()
         return True
     return False
+
+
+_PRESTARTED: dict[Path, TemporaryServer] = {}
+
+
+def prestart(root: Path) -> None:
+    """`backfill apply` starts the server of the project at `root` before it imports anything else;
+    `apply_project` adopts it (`adopt`), and `discard_unadopted` removes one it never adopted."""
+    if not os.environ.get("PREFECT_API_URL") and (root / "project.yaml").is_file():
+        _PRESTARTED[root.resolve()] = start(root / ".backfill" / "prefect")
+
+
+def adopt(root: Path) -> TemporaryServer | None:
+    return _PRESTARTED.pop(root.resolve(), None)
+
+
+def discard_unadopted() -> None:
+    """Stop a prestarted server no apply took (the command ended before: bad usage, say), and remove
+    the `.backfill/` it made."""
+    for server in _PRESTARTED.values():
+        server.stop()
+        if server.made_folder:
+            shutil.rmtree(server.home.parent, ignore_errors=True)
+    _PRESTARTED.clear()
 
 
 def for_project(root: Path) -> TemporaryServer | None:
