@@ -38,6 +38,7 @@ __all__ = [
     "qmark_to_format",
     "select_body",
     "selected_columns",
+    "sql_literal",
     "write_error",
 ]
 
@@ -129,6 +130,27 @@ class Engine(Protocol):
 def qident(name: str) -> str:
     """A double-quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def sql_literal(value: object) -> str:
+    """A value of ours (ids, dates, counts) as a SQL literal, for statements sent without parameters.
+
+    Strings are single-quoted with quotes doubled (no backslash escapes in standard SQL strings)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, datetime):  # before date: a datetime is a date
+        return f"TIMESTAMP '{value.replace(tzinfo=None).isoformat(' ')}'"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise EngineError("a NUL character cannot be written as a SQL literal")
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"no SQL literal for {type(value).__name__}")
 
 
 def qlist(names: Sequence[str], prefix: str = "") -> str:

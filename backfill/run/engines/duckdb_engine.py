@@ -34,6 +34,7 @@ from .base import (
     qlist,
     select_body,
     selected_columns,
+    sql_literal,
     write_error,
 )
 from .batch import BatchRequest, batch_error, batch_insert, count_sql, marker_inserts, per_member
@@ -150,13 +151,14 @@ class DuckDBEngine:
     def write_partition(self, req: WriteRequest, cancel: CancelToken | None = None) -> int:
         self._writable()
         value = partition_value(req.table, req.ds)
+        head = (f"INSERT INTO {qident(MARKER_TABLE)} VALUES ("
+                + "".join(sql_literal(v) + ", " for v in (req.attempt_id, req.instance_id, req.table.name, req.ds,
+                                                          req.fingerprint)))
 
-        def body(run: Run) -> int:
+        def body(run: Run) -> tuple[int, str]:
             rows = self._statements(req, value, run)
-            run(f"INSERT INTO {qident(MARKER_TABLE)} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [req.attempt_id, req.instance_id, req.table.name, req.ds, req.fingerprint, rows,
-                 datetime.now(UTC).replace(tzinfo=None)])
-            return rows
+            written = sql_literal(datetime.now(UTC).replace(tzinfo=None))
+            return rows, f"{head}{int(rows)}, {written})"  # the marker row, sent with the COMMIT
 
         return self._transaction(req.instance_id, req.table, cancel, body, lambda exc: write_error(req, exc),
                                  f"writing {req.table.name} partition {req.ds} failed: ")
@@ -165,21 +167,22 @@ class DuckDBEngine:
         """Replace every partition of the batch in one transaction; rows written per member ds."""
         self._writable()
 
-        def body(run: Run) -> dict[str, int]:
+        def body(run: Run) -> tuple[dict[str, int], str]:
             for sql, params in batch_insert(req, "?"):
                 run(sql, params)
             counted = per_member(req, run(*count_sql(req, "?")))
             for sql, params in marker_inserts(qident(MARKER_TABLE), req, counted, "?"):
                 run(sql, params)
-            return counted
+            return counted, ""
 
         return self._transaction(req.label, req.table, cancel, body, lambda exc: batch_error(req, exc),
                                  f"writing {req.label} in one batch failed: ")
 
-    def _transaction(self, label: str, table: Table, cancel: CancelToken | None, body: Callable[[Run], T],
+    def _transaction(self, label: str, table: Table, cancel: CancelToken | None, body: Callable[[Run], tuple[T, str]],
                      failure: Callable[[Exception], EngineError], failed: str) -> T:
         """`body` in one transaction on this thread's cursor: retried on a conflict, interruptible,
-        within the table's time limit (`failed` starts the message of a write that ran out of time)."""
+        within the table's time limit (`failed` starts the message of a write that ran out of time).
+        `body` returns its result and the last statement(s) of the transaction, sent with the COMMIT."""
         token = cancel or CancelToken()
         for attempt in range(CONFLICT_RETRIES + 1):
             if token.cancelled:
@@ -192,28 +195,35 @@ class DuckDBEngine:
                 time.sleep(0.02 * (2 ** attempt) + random.uniform(0, 0.02))
         raise AssertionError("unreachable")
 
-    def _once(self, label: str, table: Table, token: CancelToken, body: Callable[[Run], T],
+    def _once(self, label: str, table: Table, token: CancelToken, body: Callable[[Run], tuple[T, str]],
               failure: Callable[[Exception], EngineError], failed: str) -> T:
+        """One try. Round trips are the cost of a small write (~0.4 ms each): BEGIN goes with the first
+        statement that binds no parameters, the body's closing statements with the COMMIT."""
         cur = self._write_cursor()
         token.on_cancel(cur.interrupt)
+        begin = ["BEGIN TRANSACTION; "]
 
         def run(sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
             if token.cancelled:
                 raise WriteCancelled(f"{label}: cancelled")
-            return cur.execute(sql, list(params)).fetchall()
+            if begin:
+                if params:  # kept apart: the statements before the last of a text bind no parameters
+                    cur.execute(begin.pop())
+                else:
+                    sql = begin.pop() + sql
+            return cur.execute(sql, params if isinstance(params, list) else list(params)).fetchall()
 
         seconds = table.timeout or self.timeout
         try:
-            run("BEGIN TRANSACTION")
             try:
                 with time_limit(seconds, cur.interrupt) as limit:
                     try:
-                        out = body(run)
+                        out, closing = body(run)
                     except duckdb.Error as exc:
                         if limit.expired and not token.cancelled:
                             raise EngineError(failed + limit.message(table.name)) from exc
                         raise
-                run("COMMIT")
+                run(f"{closing}; COMMIT" if closing else "COMMIT")
                 return out
             except BaseException as exc:
                 _rollback(cur)
@@ -231,7 +241,7 @@ class DuckDBEngine:
         t, part = qident(req.table.name), qident(req.table.partition)
         columns, _ = selected_columns(req)
         if req.fields is None:
-            run(f"DELETE FROM {t} WHERE {part} = ?", [value])
+            run(f"DELETE FROM {t} WHERE {part} = {sql_literal(value)}")  # with the BEGIN: no parameter
             out = run(f"INSERT INTO {t} ({qlist(columns)}, {part}) "
                       f"SELECT {qlist(columns, 'src.')}, ? FROM ({select_body(req)}\n) AS src", [value])
             return int(out[0][0])
