@@ -20,9 +20,11 @@ def ended_flow_runs(ids: Sequence[str]) -> set[str]:
 
 
 def attach_claims(run: Any, ledger: Ledger, claimant: str, lease: float) -> None:
-    """Each instance is claimed in the ledger before it executes; instances of the same run that
-    execute elsewhere (another group's flow run) are followed through the ledger."""
+    """Each instance is claimed in the ledger before it executes (a group's single instances all at
+    once when the group starts: `reserve`); instances of the same run that execute elsewhere
+    (another group's flow run) are followed through the ledger."""
     run.claim = lambda ids: ledger.claim(ids, claimant, lease)
+    run.reserve = lambda ids: ledger.reserve(ids, claimant, lease)
 
     def outside(ids: Sequence[str]) -> dict[str, tuple[str, int | None, str | None]]:
         mine = {i for i, r in ledger.run_ids(ids).items() if r == run.run_id}

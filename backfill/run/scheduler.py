@@ -58,6 +58,7 @@ class _Job:
     row: InstanceRow
     status: str = "waiting"
     token: CancelToken = field(default_factory=CancelToken)
+    reserved: bool = False  # claimed for this runner before its turn (`reserve`): no claim when it starts
 
 
 class BackfillRun:
@@ -103,6 +104,7 @@ class BackfillRun:
         self.where = f"pid {os.getpid()} on {self._host}"  # said in every attempt's log
         # cross-process hooks (see the module docstring); None: everything runs in this process
         self.claim: Callable[[Sequence[str]], bool] | None = None
+        self.reserve: Callable[[Sequence[str]], set[str]] | None = None  # claims ahead, each on its own
         self.outside: Callable[[Sequence[str]], Mapping[str, tuple[str, int | None, str | None]]] | None = None
         self.observer: Callable[[InstanceRow, str, Mapping[str, object]], None] | None = None
         self.upstream_elsewhere = False  # True: upstream of this apply may run in other processes (`outside`)
@@ -202,6 +204,7 @@ class BackfillRun:
         that ended badly (or cannot run any more) blocks its readers. Nothing waits forever."""
         jobs = sorted((self.jobs[i] for i in self.groups.get(group, [])), key=lambda j: (j.row.position, j.row.seq))
         todo = [j for j in jobs if self.leader.get(j.row.id, j.row.id) == j.row.id]  # members go with leaders
+        self._reserve(todo)
         cursor = 0
         with self._cond:
             self._todo[group] = todo
@@ -245,6 +248,19 @@ class BackfillRun:
                 self._cond.wait(0.5)
         p = self.progress[group]
         return {"total": p.total, "done": p.done, "failed": p.failed}
+
+    def _reserve(self, todo: Sequence[_Job]) -> None:
+        """Claim the group's single instances to run now, in a few ledger writes instead of one per
+        instance as each starts; what another runner holds is claimed (or followed) as it starts."""
+        ids = [j.row.id for j in todo if j.row.mode == "run" and j.row.id not in self.units]
+        if self.reserve is None or self.claim is None or not ids:
+            return
+        try:
+            mine = self.reserve(ids)
+        except Exception:  # noqa: BLE001 - each instance is then claimed as it starts
+            return
+        for i in mine:
+            self.jobs[i].reserved = True
 
     def _verdict(self, job: _Job) -> str | None:
         """'' when every upstream of the unit ended well; None while one may still; else why it is blocked."""
@@ -353,7 +369,7 @@ class BackfillRun:
         row = job.row
         if job.token.cancelled:
             return Outcome("killed", error=self._killed_because("killed before it started"))
-        if self.claim is not None and not self.claim([row.id]):
+        if self.claim is not None and not job.reserved and not self.claim([row.id]):
             adopted = self.adopt([job])
             if adopted is not None:
                 return adopted[row.id]
