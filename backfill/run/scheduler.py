@@ -159,7 +159,8 @@ class BackfillRun:
                 p.failed += 1
                 g = job.row.group
                 self._bad_at[g] = min(self._bad_at.get(g, job.row.position), job.row.position)
-            self._cond.notify_all()
+            if status != "running":  # the groups wait for ends; a start changes nothing they look at
+                self._cond.notify_all()
         now = time.time()
         vals: dict[str, object] = {"status": status, **values}
         if status in ("success", "dry_run", "failed", "paused", "blocked", "killed"):
