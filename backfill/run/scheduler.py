@@ -4,11 +4,11 @@ inside a date, a project-wide cap on running instances, skip / dry-run / pause /
 No Prefect here: the flow (flow.py) calls `run_group` once per group. The shared thread pool of
 `max_parallel` workers is the concurrency cap across all groups of this process.
 
-Across processes (work-pool group flows, groupflow.py) three hooks take part: `claim` (one
-conditional ledger UPDATE before an instance executes; an instance another runner claimed is not run
-here, its outcome is read from the ledger), `outside` (statuses of upstream instances of the same
-apply that run elsewhere: waited for through the ledger) and `observer` (every status change, for
-the run's logs).
+Across processes (work-pool group flows, groupflow.py) hooks take part: `claim` (one conditional
+ledger UPDATE before an instance executes; an instance another runner claimed is not run here, its
+outcome is read from the ledger), `reserve` (the same for a group's single instances, all at once
+when the group starts), `outside` (statuses of upstream instances of the same apply that run
+elsewhere: waited for through the ledger) and `observer` (every status change, for the run's logs).
 """
 
 from __future__ import annotations

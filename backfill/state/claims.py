@@ -1,11 +1,14 @@
 """Instance claims: exactly once across processes.
 
-Before an instance executes, one conditional UPDATE makes it the claimant's: it succeeds only when
+Before an instance executes, a conditional UPDATE makes it the claimant's: it succeeds only when
 nobody claimed it and it is still `pending` or `waiting`, so of two processes given the same
-instance exactly one runs it. A claim carries a lease (`lease_until`) that its holder renews while
-it runs. A claim is never taken over by another runner: only recovery (run/records.py), under the
-apply lock, releases the claims of a holder that is gone (lease expired, flow run crashed or
-cancelled, local process dead), after settling the instance from the warehouse's write markers.
+instance exactly one runs it. `claim` takes instances as they start (status `running`); `reserve`
+takes many ahead in one statement, their status left `waiting` (a ledger write per instance in the
+path of each instance costs more than the write of a small partition). A claim carries a lease
+(`lease_until`) that its holder renews while it runs. A claim is never taken over by another
+runner: only recovery (run/records.py), under the apply lock, releases the claims of a holder that
+is gone (lease expired, flow run crashed or cancelled, local process dead), after settling the
+instance from the warehouse's write markers.
 """
 
 from __future__ import annotations
