@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from steering import dates, edit, statuses
+from test_tempserver import wait_for_no_server
 
 BACKFILL = str(Path(sys.executable).parent / "backfill")
 
@@ -108,6 +109,7 @@ def test_a_new_project_starts_prefect_from_the_cached_migrated_database(
     out = subprocess.run([BACKFILL, "apply", "--yes", "--project", str(tutorial)], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert wait_for_no_server(tutorial / ".backfill" / "prefect"), "it records the run after the apply, then exits"
     templates = list((cache / "backfill").glob("prefect-*-sqlite.db"))
     assert len(templates) == 1, "the first temporary server's migrated database is cached"
     with sqlite3.connect(templates[0]) as con:
@@ -129,6 +131,7 @@ def test_a_new_project_starts_prefect_from_the_cached_migrated_database(
     out = subprocess.run([BACKFILL, "apply", "--yes", "--project", str(second)], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert wait_for_no_server(second / ".backfill" / "prefect")
     with sqlite3.connect(second / ".backfill" / "prefect" / "prefect.db") as con:
         runs = con.execute("SELECT name, state_type, state_name FROM flow_run").fetchall()
     assert runs == [("second_project", "COMPLETED", "Completed")], "the embedded flow run, recorded with its state"
@@ -169,3 +172,19 @@ def test_apply_starts_the_temporary_server_first_and_a_usage_error_leaves_nothin
             import shutil
 
             shutil.rmtree(server.home.parent, ignore_errors=True)
+
+
+def test_embedded_applies_return_before_prefect_and_each_run_is_recorded(tutorial: Path) -> None:
+    """The temporary server records a run after its apply returns; the next apply's server waits for it."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    _small(tutorial, "recorded_later")
+    for n in range(2):
+        if n:  # a changed template: its partitions run again, at once
+            edit(tutorial / "sql" / "ods_order.sql", "SELECT order_id,", "SELECT DISTINCT order_id,")
+        out = subprocess.run([BACKFILL, "apply", "--yes", "--project", str(tutorial)], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+    assert wait_for_no_server(tutorial / ".backfill" / "prefect")
+    with sqlite3.connect(tutorial / ".backfill" / "prefect" / "prefect.db") as con:
+        runs = con.execute("SELECT name, state_type FROM flow_run ORDER BY created").fetchall()
+    assert runs == [("recorded_later", "COMPLETED"), ("recorded_later", "COMPLETED")]

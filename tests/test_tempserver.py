@@ -79,7 +79,7 @@ def test_embedded_apply_keeps_prefect_under_the_project_and_leaves_nothing(tutor
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tutorial / ".backfill" / "prefect" / "prefect.db").is_file(), "Prefect's database lives in the project"
-    assert not _servers_in(tutorial / ".backfill" / "prefect"), "no temporary server is left running"
+    assert wait_for_no_server(tutorial / ".backfill" / "prefect"), "no temporary server is left running"
 
 
 def test_a_standing_server_means_no_prefect_server_module_is_imported(tutorial: Path, prefect_api: str) -> None:
@@ -93,6 +93,17 @@ def test_a_standing_server_means_no_prefect_server_module_is_imported(tutorial: 
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert not (tutorial / ".backfill" / "prefect").exists()
+
+
+def wait_for_no_server(home: Path, seconds: float = 60) -> bool:
+    """True once no temporary server runs in `home`: one lingers after its apply only until it has
+    recorded the run (TemporaryServer.linger)."""
+    deadline = time.monotonic() + seconds
+    while _servers_in(home):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _servers_in(home: Path) -> list[int]:

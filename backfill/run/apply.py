@@ -112,9 +112,10 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
     outside = sorted({u for r in rows for u in r.upstream} - {r.id for r in rows})
     run.external = {i: status for i, (status, _, _) in ledger.outcomes(outside).items()}
     ledger.mark_waiting([r.id for r in rows])
-    own_reporter = None
+    own_reporter = own_server = None
     if reporter is None:
-        reporter = own_reporter = start_reporter(project.root, tempserver.for_project(project.root), say)
+        own_server = tempserver.for_project(project.root)
+        reporter = own_reporter = start_reporter(project.root, own_server, say)
 
     def poll() -> None:
         renewed = time.monotonic()
@@ -142,7 +143,7 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
         pool.shutdown(wait=run.stop_reason is None, cancel_futures=True)
         writer.close()
         if own_reporter is not None:
-            close_reporter(own_reporter, say)
+            close_reporter(own_reporter, say, server=own_server)
     report.seconds = time.monotonic() - started
     for job in run.jobs.values():
         report.counts[job.status] = report.counts.get(job.status, 0) + 1
@@ -223,10 +224,10 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
         report = _apply_with(project, root, executor, selectors, plan_file, lock_timeout, today, first)
     except BaseException:
         if reporter is not None:  # stopped: Prefect gets a moment to record how, then we go
-            close_reporter(reporter, say, timeout=10.0)
+            close_reporter(reporter, say, timeout=10.0, server=server)
         raise
     if reporter is not None:  # after the lock: what Prefect still has to record holds no one up
-        close_reporter(reporter, say)
+        close_reporter(reporter, say, server=server)
     return report
 
 

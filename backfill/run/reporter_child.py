@@ -288,12 +288,37 @@ def serve_socket(name: str) -> None:
     listener.listen(16)
 
     def one(conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as lines, conn.makefile("w") as out:
-            serve(lines, out)
+        try:
+            with conn, conn.makefile("rb") as lines, conn.makefile("w") as out:
+                serve(lines, out)
+        finally:
+            _ACTIVE.release()
 
     while True:
         conn, _ = listener.accept()
+        _ACTIVE.acquire()
         threading.Thread(target=one, args=(conn,), name="reporter", daemon=True).start()
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.n, self.lock = 0, threading.Lock()
+
+    def acquire(self) -> None:
+        with self.lock:
+            self.n += 1
+
+    def release(self) -> None:
+        with self.lock:
+            self.n -= 1
+
+
+_ACTIVE = _Count()
+
+
+def recording() -> bool:
+    """Whether a stream is still being played (a lingering temporary server waits for them)."""
+    return _ACTIVE.n > 0
 
 
 if __name__ == "__main__":

@@ -225,6 +225,9 @@ class Reporter:
         if not self.begun:  # nothing ran: nothing to record, no reason to wait for Prefect
             self.link.abort()
             return []
+        if not self.standing:  # the temporary server records it after we go (TemporaryServer.linger)
+            self._writer.join(min(timeout, 30.0))
+            return self.errors
         deadline = time.monotonic() + timeout
         self._writer.join(timeout)
         noted = False
@@ -264,9 +267,14 @@ def start_reporter(root: Path, server: TemporaryServer | None,
     return Reporter(_OwnProcess(env, root / ".backfill" / "prefect-reporter.log"), say, standing=True)
 
 
-def close_reporter(reporter: Reporter, say: Callable[[str], None] | None, timeout: float = 300.0) -> None:
-    """Wait for `reporter`; one `warning:` line if Prefect did not record everything."""
+def close_reporter(reporter: Reporter, say: Callable[[str], None] | None, timeout: float = 300.0,
+                   server: TemporaryServer | None = None) -> None:
+    """The end of an apply's reporting. A standing server: wait until Prefect recorded everything (one
+    `warning:` line if it did not). The temporary server (no UI, nobody watching it live): hand it the
+    rest and let it finish after we go, instead of waiting seconds for its boot."""
     problems = reporter.close(timeout)
+    if server is not None:
+        server.linger()
     if problems and say:
         say(f"warning: Prefect did not record this run completely: {problems[0]} "
             "(the ledger has the whole record: `backfill instances`)")

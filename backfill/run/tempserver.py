@@ -33,7 +33,7 @@ __all__ = ["TemporaryServer", "adopt", "discard_unadopted", "for_project", "pres
 
 # Run in the child: arrange to die with the parent, then become the server (uvicorn on Prefect's app).
 _CHILD = r"""
-import os, sys, signal, threading
+import fcntl, os, sys, signal, threading, time
 parent = int(sys.argv[1])
 if sys.argv[3] == "main":
     try:
@@ -46,15 +46,34 @@ if os.getppid() != parent:
 fd = int(sys.argv[2])
 def watch():
     try:
-        while os.read(fd, 1):
-            pass
+        if os.read(fd, 1) == b"L":  # the apply ended: record what it sent, then go
+            os.kill(os.getpid(), signal.SIGUSR1)  # the death signal belongs to the main thread
+            from backfill.run.reporter_child import recording
+            deadline = time.monotonic() + 300
+            time.sleep(0.2)
+            while recording() and time.monotonic() < deadline:
+                time.sleep(0.1)
     finally:
+        try:
+            os.unlink("lingering")
+        except OSError:
+            pass
         os._exit(0)
+def keep(signum, frame):
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, 0)
+    except Exception:
+        pass
+    open("lingering", "w").close()  # tells the apply it may exit: the death signal is off
+signal.signal(signal.SIGUSR1, keep)
 threading.Thread(target=watch, daemon=True).start()
 def report(name):  # the reporter of each apply connecting to this server (reporter_child.py)
     from backfill.run.reporter_child import serve_socket
     serve_socket(name)
 threading.Thread(target=report, args=(sys.argv[4],), daemon=True).start()
+lock = open("server.lock", "w")
+fcntl.flock(lock, fcntl.LOCK_EX)  # one server on this database: a lingering one finishes first
 sys.argv = ["uvicorn"] + sys.argv[5:]
 import uvicorn.main
 uvicorn.main.main()
@@ -96,6 +115,27 @@ class TemporaryServer:
                 time.sleep(0.1)
         return self.api_url
 
+    def linger(self) -> None:
+        """Let it finish recording what its reporters were sent, then exit by itself (at most 300 s);
+        this process no longer waits for it, nor stops it."""
+        with _LOCK:
+            if _SERVERS.get(self.home) is self:
+                del _SERVERS[self.home]
+        if self._pipe_w < 0 or self.process.poll() is not None:
+            return
+        flag = self.home / "lingering"
+        flag.unlink(missing_ok=True)
+        try:
+            os.write(self._pipe_w, b"L")
+        except OSError:
+            return
+        deadline = time.monotonic() + 5
+        while not flag.exists() and self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)  # it turns its death signal off before we may go
+        with contextlib.suppress(OSError):
+            os.close(self._pipe_w)
+        self._pipe_w = -1
+
     def stop(self) -> None:
         """Stop it (again: nothing; its pipe's descriptor is closed once, never a number reused since)."""
         with _LOCK:
@@ -114,11 +154,12 @@ class TemporaryServer:
                 self.process.wait()
 
 
-# A temporary server only records the runs of its apply: no scheduling, automations or cleanup loops
-# competing with the apply for the CPU (the task run recorder and the event persister stay on).
+# A temporary server only records the runs of its apply: no scheduling, automations, cleanup loops or
+# event history competing with the apply for the CPU (the task run recorder stays on: it records the
+# task runs of the groups from their events).
 _ONLY_RECORDERS = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
     "CANCELLATION_CLEANUP", "DB_VACUUM", "EVENT_LOGGER", "FOREMAN", "LATE_RUNS", "SCHEDULER", "PAUSE_EXPIRATIONS",
-    "REPOSSESSOR", "CLEANUP_RECONCILER", "TRIGGERS")}
+    "REPOSSESSOR", "CLEANUP_RECONCILER", "TRIGGERS", "EVENT_PERSISTER")} | {"PREFECT_LOGGING_LEVEL": "WARNING"}
 
 _SERVERS: dict[Path, TemporaryServer] = {}
 _LOCK = threading.RLock()
