@@ -8,7 +8,6 @@ as a Prefect flow, summarise). What a dead apply left behind is settled first.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import threading
 import time
 import uuid
@@ -23,12 +22,9 @@ from ..errors import UserError
 from ..plan.planner import BackfillPlan
 from ..plan.validate import Validated, validate_project
 from ..plan.workspace import (
-    PlanResult,
     build_plans,
     ledger_exists,
-    load_plan_file,
     open_ledger,
-    specs_fingerprint,
 )
 from ..spec.model import Project
 from ..state.claims import lease_seconds, process_claimant
@@ -39,12 +35,12 @@ from .decide import decide
 from .executor import Executor
 from .lock import hold_lock
 from .records import ApplyRecords
-from .reporting import close_reporter, start_reporter
+from .reporting import close_reporter, discard_prefect, start_reporter
+from .savedplan import check_saved_plan, saved_plan_keys
 from .signals import STOP, Stopped, run_in_thread, stop_on_signals
 
 if TYPE_CHECKING:
     from .reporting import Reporter
-    from .tempserver import TemporaryServer
 
 __all__ = ["ApplyReport", "BackfillReport", "apply_project", "attach_claims", "hold_lock", "run_again",
            "run_instances"]
@@ -143,7 +139,7 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
         pool.shutdown(wait=run.stop_reason is None, cancel_futures=True)
         writer.close()
         if own_reporter is not None:
-            close_reporter(own_reporter, say, server=own_server)
+            close_reporter(own_reporter, say, server=own_server if run.stop_reason is None else None)
     report.seconds = time.monotonic() - started
     for job in run.jobs.values():
         report.counts[job.status] = report.counts.get(job.status, 0) + 1
@@ -153,33 +149,6 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
     report.failures = [(i, status, error or "") for i, status, _, error in ended
                        if status in ("failed", "paused", "blocked", "killed")]
     return report
-
-
-def _saved_plan_keys(root: Path, plan_file: Path) -> list[str]:
-    """The backfills a saved plan covers (refused at once if the specs changed since it was made)."""
-    doc = load_plan_file(plan_file)
-    if doc.get("specs_fingerprint") != specs_fingerprint(root):
-        raise UserError(f"{plan_file}: the specs changed since this plan was made; run `backfill plan --out` again")
-    return [str(b["key"]) for b in doc.get("backfills", [])]
-
-
-def _check_saved_plan(root: Path, plan_file: Path, ledger: Ledger, result: PlanResult) -> list[str]:
-    doc = load_plan_file(plan_file)
-    if doc.get("specs_fingerprint") != specs_fingerprint(root):
-        raise UserError(f"{plan_file}: the specs changed since this plan was made; run `backfill plan --out` again")
-    if ledger.plan_applied(str(doc["plan_id"])):  # before the state check: its own apply changed the ledger
-        raise UserError(f"{plan_file}: this plan was already applied; a saved plan can be applied once")
-    made_on = doc.get("state_fingerprint")
-    if made_on == "empty":  # saved before the ledger existed: apply has just created it, empty
-        made_on = Ledger.empty_state_fingerprint()
-    if made_on != ledger.fingerprint_of_state():
-        raise UserError(f"{plan_file}: the ledger changed since this plan was made (another apply ran); "
-                        "run `backfill plan --out` again")
-    if doc.get("plan_id") != result.plan_id:
-        raise UserError(f"{plan_file}: this plan no longer matches what the specs plan to; make a new one")
-    if not ledger.consume_plan(str(doc["plan_id"])):
-        raise UserError(f"{plan_file}: this plan was already applied; a saved plan can be applied once")
-    return [b["name"] for b in doc.get("backfills", [])]
 
 
 def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | None = None,
@@ -210,10 +179,10 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
 
             check_work_pool_project(project, pool)
     except BaseException:
-        _discard(root, reporter, server, fresh)
+        discard_prefect(root, reporter, server, fresh)
         raise
     if pool and early:  # the project runs on a work pool: no reporter here
-        _discard(root, reporter, server, fresh)
+        discard_prefect(root, reporter, server, fresh)
         reporter = server = None
     if not pool and reporter is None:
         server = server or tempserver.for_project(root)
@@ -224,7 +193,7 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
         report = _apply_with(project, root, executor, selectors, plan_file, lock_timeout, today, first)
     except BaseException:
         if reporter is not None:  # stopped: Prefect gets a moment to record how, then we go
-            close_reporter(reporter, say, timeout=10.0, server=server)
+            close_reporter(reporter, say, timeout=10.0)  # a temporary server stops with us
         raise
     if reporter is not None:  # after the lock: what Prefect still has to record holds no one up
         close_reporter(reporter, say, server=server)
@@ -253,16 +222,6 @@ def _apply_with(project: Project, root: Path, executor: Executor, selectors: Seq
 NEXT_APPLY = "run `backfill apply` to resume"
 
 
-def _discard(root: Path, reporter: Reporter | None, server: TemporaryServer | None, fresh: bool) -> None:
-    """Stop what an apply started for Prefect before it ran anything; on a first apply, remove it."""
-    if reporter is not None:
-        reporter.close()
-    if server is not None:
-        server.stop()
-    if fresh:
-        shutil.rmtree(root / ".backfill", ignore_errors=True)
-
-
 def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRecords, report: ApplyReport,
                   signalled: Any, selectors: Sequence[str], plan_file: Path | None, today: date | None,
                   executor: Executor, first: Validated | None = None) -> None:
@@ -278,10 +237,10 @@ def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRe
                             f"claimed by {live[0].claimed_by}); wait for them to end, or `backfill kill` them")
         only = list(selectors) or None
         if plan_file is not None:  # plan what the saved plan covers, to compare like with like
-            only = _saved_plan_keys(root, plan_file) or None
+            only = saved_plan_keys(root, plan_file) or None
         result = build_plans(root, only, today=today, ledger=ledger, validated=first)
         if plan_file is not None:
-            _check_saved_plan(root, plan_file, ledger, result)
+            check_saved_plan(root, plan_file, ledger, result)
         records.refresh_done(result.validated.project, result.plans)
         if not selectors and plan_file is None:
             report.deleted_specs = records.forget_deleted_specs(b.key for b in project.backfills.values())

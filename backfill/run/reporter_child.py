@@ -1,7 +1,7 @@
 """The reporter: plays an apply's stream (reporting.py) as real Prefect runs.
 
 It runs inside the temporary Prefect server's process (one stream per connection on the server's
-socket: Prefect is imported there once, for both), or as its own process for a standing server
+socket, reporter_host.py: Prefect is imported there once, for both), or as its own process for a standing server
 (`python -m backfill.run.reporter_child`, the stream on stdin). It only imports the standard library
 until a stream arrives.
 
@@ -277,48 +277,6 @@ def _drain() -> None:
     for worker in (APILogWorker, EventsWorker):
         with contextlib.suppress(Exception):  # best effort
             worker.drain_all(timeout=30)
-
-
-def serve_socket(name: str) -> None:
-    """In the temporary server's process: one thread per apply connecting to the abstract socket `name`."""
-    import socket
-
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind("\0" + name)
-    listener.listen(16)
-
-    def one(conn: socket.socket) -> None:
-        try:
-            with conn, conn.makefile("rb") as lines, conn.makefile("w") as out:
-                serve(lines, out)
-        finally:
-            _ACTIVE.release()
-
-    while True:
-        conn, _ = listener.accept()
-        _ACTIVE.acquire()
-        threading.Thread(target=one, args=(conn,), name="reporter", daemon=True).start()
-
-
-class _Count:
-    def __init__(self) -> None:
-        self.n, self.lock = 0, threading.Lock()
-
-    def acquire(self) -> None:
-        with self.lock:
-            self.n += 1
-
-    def release(self) -> None:
-        with self.lock:
-            self.n -= 1
-
-
-_ACTIVE = _Count()
-
-
-def recording() -> bool:
-    """Whether a stream is still being played (a lingering temporary server waits for them)."""
-    return _ACTIVE.n > 0
 
 
 if __name__ == "__main__":

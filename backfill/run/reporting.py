@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from .observe import group_label, group_message
 from .scheduler import BAD, BackfillRun
 from .tempserver import TemporaryServer, template_path
 
-__all__ = ["Reporter", "close_reporter", "start_reporter"]
+__all__ = ["Reporter", "close_reporter", "discard_prefect", "start_reporter"]
 
 _CLOSE = object()
 
@@ -278,3 +279,13 @@ def close_reporter(reporter: Reporter, say: Callable[[str], None] | None, timeou
     if problems and say:
         say(f"warning: Prefect did not record this run completely: {problems[0]} "
             "(the ledger has the whole record: `backfill instances`)")
+
+
+def discard_prefect(root: Path, reporter: Reporter | None, server: TemporaryServer | None, fresh: bool) -> None:
+    """Stop what an apply started for Prefect before it ran anything; on a first apply, remove it."""
+    if reporter is not None:
+        reporter.close()
+    if server is not None:
+        server.stop()
+    if fresh:
+        shutil.rmtree(root / ".backfill", ignore_errors=True)

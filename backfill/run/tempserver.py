@@ -7,10 +7,16 @@
 - `start` only spawns the process and returns at once; loading, locking and planning go on while
   the server boots; `url()` waits for its health.
 - The parent never imports Prefect's server modules (1.7 s): the child runs them.
+- It hosts the reporters of its applies (reporter_host.py, one per connection on an abstract socket):
+  Prefect is imported once, in this process, for both.
 - The child dies with its parent, also on `kill -9`: `PR_SET_PDEATHSIG` (Linux) is set in the child
   before it runs the server when the main thread spawned it (the signal follows the spawning thread),
   and a child whose parent is already gone exits at once. In every case a watchdog thread in the
   child watches a pipe from the parent: end of file means the parent is gone (kill -9 included).
+- Unless the apply ended normally: `linger` sends `L` on that pipe; the child's main thread turns the
+  death signal off (SIGUSR1), and the child exits by itself once its reporters have recorded what
+  they were sent (at most 300 s). A lock file keeps one server per database: the next server of the
+  project waits for a lingering one.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ def watch():
     try:
         if os.read(fd, 1) == b"L":  # the apply ended: record what it sent, then go
             os.kill(os.getpid(), signal.SIGUSR1)  # the death signal belongs to the main thread
-            from backfill.run.reporter_child import recording
+            from backfill.run.reporter_host import recording
             deadline = time.monotonic() + 300
             time.sleep(0.2)
             while recording() and time.monotonic() < deadline:
@@ -69,7 +75,7 @@ def keep(signum, frame):
 signal.signal(signal.SIGUSR1, keep)
 threading.Thread(target=watch, daemon=True).start()
 def report(name):  # the reporter of each apply connecting to this server (reporter_child.py)
-    from backfill.run.reporter_child import serve_socket
+    from backfill.run.reporter_host import serve_socket
     serve_socket(name)
 threading.Thread(target=report, args=(sys.argv[4],), daemon=True).start()
 lock = open("server.lock", "w")

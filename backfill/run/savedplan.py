@@ -1,0 +1,39 @@
+"""A saved plan (`backfill plan --out FILE`, then `backfill apply FILE`): applied once, and only while
+the specs and the ledger are what it was made from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from ..plan.workspace import PlanResult, load_plan_file, specs_fingerprint
+from ..state.ledger import Ledger
+
+__all__ = ["check_saved_plan", "saved_plan_keys"]
+
+
+def saved_plan_keys(root: Path, plan_file: Path) -> list[str]:
+    """The backfills a saved plan covers (refused at once if the specs changed since it was made)."""
+    doc = load_plan_file(plan_file)
+    if doc.get("specs_fingerprint") != specs_fingerprint(root):
+        raise UserError(f"{plan_file}: the specs changed since this plan was made; run `backfill plan --out` again")
+    return [str(b["key"]) for b in doc.get("backfills", [])]
+
+
+def check_saved_plan(root: Path, plan_file: Path, ledger: Ledger, result: PlanResult) -> list[str]:
+    doc = load_plan_file(plan_file)
+    if doc.get("specs_fingerprint") != specs_fingerprint(root):
+        raise UserError(f"{plan_file}: the specs changed since this plan was made; run `backfill plan --out` again")
+    if ledger.plan_applied(str(doc["plan_id"])):  # before the state check: its own apply changed the ledger
+        raise UserError(f"{plan_file}: this plan was already applied; a saved plan can be applied once")
+    made_on = doc.get("state_fingerprint")
+    if made_on == "empty":  # saved before the ledger existed: apply has just created it, empty
+        made_on = Ledger.empty_state_fingerprint()
+    if made_on != ledger.fingerprint_of_state():
+        raise UserError(f"{plan_file}: the ledger changed since this plan was made (another apply ran); "
+                        "run `backfill plan --out` again")
+    if doc.get("plan_id") != result.plan_id:
+        raise UserError(f"{plan_file}: this plan no longer matches what the specs plan to; make a new one")
+    if not ledger.consume_plan(str(doc["plan_id"])):
+        raise UserError(f"{plan_file}: this plan was already applied; a saved plan can be applied once")
+    return [b["name"] for b in doc.get("backfills", [])]
