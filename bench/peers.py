@@ -241,6 +241,9 @@ def main() -> int:
         return 0
     for name in REQUIREMENTS:
         ensure_venv(name)
+    from backfill.run.tempserver import template_path
+
+    cached = template_path().is_file()
     server_proc, url = start_prefect_server(work / "prefect-server-home")
     try:
         print(f"{args.days} days {first}..{LAST}, 7 tables, {7 * args.days} partitions; work in {work}", flush=True)
@@ -252,6 +255,8 @@ def main() -> int:
         dumps = [dump(v, first, LAST) for v in vs]
         identical = all(d == dumps[0] for d in dumps[1:]) and bool(dumps) and bool(dumps[0]["dws_all"])
         ok = report(vs, identical)
+        print(f"Prefect's migrated empty database cached before this run ({template_path()}): "
+              f"{'yes' if cached else 'no: the first embedded run migrated it'}")
     finally:
         server_proc.terminate()
         server_proc.wait(30)

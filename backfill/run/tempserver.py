@@ -40,6 +40,7 @@ __all__ = ["TemporaryServer", "adopt", "discard_unadopted", "for_project", "pres
 # Run in the child: arrange to die with the parent, then become the server (uvicorn on Prefect's app).
 _CHILD = r"""
 import fcntl, os, sys, signal, threading, time
+os.nice(10)  # the apply's own work first: this server records it, nobody waits for its boot
 parent = int(sys.argv[1])
 if sys.argv[3] == "main":
     try:
