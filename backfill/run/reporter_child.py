@@ -280,7 +280,6 @@ def _drain() -> None:
 
 
 if __name__ == "__main__":
-    os.nice(10)  # the apply's own work first: this process only records it
     serve(sys.stdin.buffer, sys.stdout, {k: os.environ.get(f"BACKFILL_PREFECT_{k.upper()}", "")
                                          for k in ("wait", "home", "template")})
     with contextlib.suppress(OSError, ValueError):
