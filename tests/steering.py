@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
 from typer.testing import CliRunner, Result
@@ -47,3 +51,15 @@ def statuses(project: Path) -> dict[str, str]:
             con.close()
     except sqlite3.Error:
         return {}
+
+
+def open_when_read(fifo: Path, proc: subprocess.Popen[str], timeout: float = 120.0) -> int:
+    """The FIFO's write end, opened once the apply has it open for reading (held open: the read never ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or proc.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

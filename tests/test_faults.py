@@ -8,7 +8,6 @@ equal to the oracle, with exactly one committed write marker per instance.
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import subprocess
@@ -23,7 +22,7 @@ import oracle
 import pytest
 from conftest import TUTORIAL_TABLES, warehouse_rows
 from conftest_pg import PgServer, pg_server  # noqa: F401 - the fixture
-from steering import dates, statuses
+from steering import dates, open_when_read, statuses
 
 from backfill.errors import SpecErrors
 from backfill.plan.workspace import open_ledger
@@ -217,18 +216,6 @@ def test_a_signal_mid_apply_kills_cleanly_and_apply_resumes(small: Path, prefect
     apply_again(small)
 
 
-def _open_when_read(fifo: Path, proc: subprocess.Popen[str], timeout: float = 60.0) -> int:
-    """The FIFO's write end, opened once the apply has it open for reading (held open: the read never ends)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO or proc.poll() is not None or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def test_a_second_ctrl_c_exits_at_once_and_apply_recovers(small: Path, prefect_api: str) -> None:
     hold = small / "data" / "hold.csv"
     os.mkfifo(hold)  # reading it blocks in a way no interrupt ends: the first Ctrl-C cannot finish the run
@@ -237,7 +224,7 @@ def test_a_second_ctrl_c_exits_at_once_and_apply_recovers(small: Path, prefect_a
     proc = subprocess.Popen([BACKFILL, "apply", "--yes", "--project", str(small)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for(small, proc, SLOW, "running")
-    writer = _open_when_read(hold, proc)  # `running` is recorded just before the SQL starts: wait for the read
+    writer = open_when_read(hold, proc)  # `running` is recorded just before the SQL starts: wait for the read
     try:
         proc.send_signal(signal.SIGINT)
         time.sleep(1)

@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import pytest
 import yaml
+from steering import open_when_read
 from typer.testing import CliRunner, Result
 
 from backfill.cli.main import _register_optional, app
@@ -272,20 +273,6 @@ HOLD = ("{% if ds == '2026-07-02' %}\n    AND (SELECT count(*) FROM read_csv({{ 
         "header = true, auto_detect = false, columns = {'x': 'INTEGER'})) >= 0{% endif %}")
 
 
-def _open_when_read(fifo: Path, proc: subprocess.Popen[str], timeout: float = 120.0) -> int:
-    """The FIFO's write end, once the apply has it open for reading."""
-    import errno
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO or proc.poll() is not None or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def test_two_concurrent_applies_never_run_anything_twice(repo: Path, tutorial: Path, prefect_api: str) -> None:
     p = tutorial
     # the first apply holds the lock until the test lets it go: one instance reads a FIFO (an empty
@@ -299,7 +286,7 @@ def test_two_concurrent_applies_never_run_anything_twice(repo: Path, tutorial: P
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     cmd = [BACKFILL, "apply", "--yes", "--project", str(p)]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    writer = _open_when_read(hold, first)
+    writer = open_when_read(hold, first)
     try:
         no_wait = subprocess.Popen([*cmd, "--lock-timeout", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True, env=env)
