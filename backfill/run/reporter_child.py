@@ -185,7 +185,7 @@ def play(stream: _Stream, begin: dict[str, Any]) -> dict[str, Any]:
     """One backfill as one flow run; returns the message that ended it (`end`, or EOF)."""
     from prefect import flow, tags, task
     from prefect.cache_policies import NO_CACHE
-    from prefect.context import get_run_context
+    from prefect.context import TagsContext, get_run_context
     from prefect.settings import temporary_settings
     from prefect.states import Completed, Failed
     from prefect.task_runners import ThreadPoolTaskRunner
@@ -206,7 +206,10 @@ def play(stream: _Stream, begin: dict[str, Any]) -> dict[str, Any]:
     def backfill_flow() -> Any:
         ctx: Any = get_run_context()
         stream.tell({"name": name, "link": flow_run_link(ctx.flow_run.id) or ""})
-        futures = [group_task.with_options(task_run_name=v["label"]).submit(g) for g, v in groups.items()]
+        # the tags mark the flow run only: a tagged task run first asks Prefect for tag concurrency
+        # slots, one API call that at times stalls for seconds
+        with TagsContext(current_tags=set()):
+            futures = [group_task.with_options(task_run_name=v["label"]).submit(g) for g, v in groups.items()]
         open_groups = set(groups)
         while True:
             m = stream.inbox.get()
