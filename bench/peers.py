@@ -3,7 +3,10 @@
 
 The three projects are generated from one set of range queries (bench/peer_projects.py). SQLMesh
 and dbt are installed into their own virtual environments under `.peers/` (ignored by git) the
-first time; every run is a fresh process on a fresh copy of its project, timed by wall clock.
+first time; every run is a fresh process on a fresh copy of its project, timed by wall clock. The
+cold, no-op and change runs of a project follow each other at once; before the next project, the
+bench waits (untimed) until nothing works under the last one any more (our temporary Prefect server
+records a run after its apply returned).
 After the runs the final tables of every variant are compared row by row (all 7 tables).
 
 Usage: python bench/peers.py [--days 365] [--repeat 1] [--only NAME ...] [--keep] [--strict]
@@ -179,8 +182,26 @@ def measure(v: Variant, work: Path, repeat: int, index: int) -> None:
             pp.change_template(sql)
             v.times.setdefault("change", []).append(run(commands["change"], project, env))
         v.final = project
+        _wait_for_quiet(folder)
         print(f"  {v.name}: cold {v.times['cold'][-1]:.1f}s, no-op {v.times['noop'][-1]:.1f}s, "
               f"change {v.times['change'][-1]:.1f}s", flush=True)
+
+
+def _wait_for_quiet(folder: Path, seconds: float = 120) -> None:
+    """Untimed: until no process works under `folder` any more (a temporary Prefect server records
+    the last run after its apply returned), so one sequence's background work never slows the next."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        busy = False
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    busy = busy or Path(os.readlink(entry / "cwd")).is_relative_to(folder)
+                except OSError:
+                    continue
+        if not busy:
+            return
+        time.sleep(0.2)
 
 
 class _environ:
