@@ -17,6 +17,7 @@ with one `warning:` line saying what Prefect did not record.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import os
@@ -41,19 +42,21 @@ __all__ = ["Reporter", "close_reporter", "discard_prefect", "start_reporter"]
 _CLOSE = object()
 
 
-class _Link:
+class _Link(abc.ABC):
     """Where the stream goes: `open()` -> (lines out, lines back); `finish(timeout)` -> exit status."""
 
     log = "the Prefect server's log"
 
+    @abc.abstractmethod
     def open(self) -> tuple[IO[bytes], IO[bytes]]:
-        raise NotImplementedError
+        """Connect (in the reporter's writer thread, so it never holds up the apply)."""
 
     def finish(self, timeout: float) -> int:
         return 0
 
+    @abc.abstractmethod
     def abort(self) -> None:
-        pass
+        """Give up on the reporter at once."""
 
 
 class _OwnProcess(_Link):
@@ -122,7 +125,6 @@ class Reporter:
         self.standing = standing
         self.begun = False
         self.done = False  # the reporter said it recorded everything
-        self.links: dict[str, str] = {}
         self.errors: list[str] = []
         self._outbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._closed = False
@@ -176,10 +178,8 @@ class Reporter:
                         self.done = True
                     elif "error" in message:
                         self.errors.append(str(message["error"]))
-                    elif "link" in message:
-                        self.links[str(message["name"])] = str(message["link"])
-                        if self.standing and self.say and message["link"]:
-                            self.say(f"note: Prefect flow run of {message['name']}: {message['link']}")
+                    elif "link" in message and message["link"] and self.standing and self.say:
+                        self.say(f"note: Prefect flow run of {message['name']}: {message['link']}")
 
     # ------------------------------------------------------------------ what the apply reports
     def begin(self, run: BackfillRun, project: str) -> None:
