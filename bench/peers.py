@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 import peer_projects as pp  # noqa: E402
+from quiet import wait_for_quiet  # noqa: E402
 
 PEERS = ROOT / ".peers"
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -182,26 +183,9 @@ def measure(v: Variant, work: Path, repeat: int, index: int) -> None:
             pp.change_template(sql)
             v.times.setdefault("change", []).append(run(commands["change"], project, env))
         v.final = project
-        _wait_for_quiet(folder)
+        wait_for_quiet(folder)
         print(f"  {v.name}: cold {v.times['cold'][-1]:.1f}s, no-op {v.times['noop'][-1]:.1f}s, "
               f"change {v.times['change'][-1]:.1f}s", flush=True)
-
-
-def _wait_for_quiet(folder: Path, seconds: float = 120) -> None:
-    """Untimed: until no process works under `folder` any more (a temporary Prefect server records
-    the last run after its apply returned), so one sequence's background work never slows the next."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        busy = False
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    busy = busy or Path(os.readlink(entry / "cwd")).is_relative_to(folder)
-                except OSError:
-                    continue
-        if not busy:
-            return
-        time.sleep(0.2)
 
 
 class _environ:

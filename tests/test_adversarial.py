@@ -222,9 +222,7 @@ def test_postgres_session_changes_do_not_leak_into_later_instances(pg: PgServer,
     schema, other = pg.new_schema(), pg.new_schema()
     pg.conn.execute(f'CREATE SCHEMA "{other}"')
     pg.conn.execute(f'CREATE TABLE "{other}"."t" (id BIGINT, a VARCHAR, ds DATE)')
-    pg.conn.execute(f'CREATE TABLE "{other}"."_backfill_writes" (attempt_id VARCHAR, '
-                           'instance_id VARCHAR, table_name VARCHAR, ds VARCHAR, fingerprint VARCHAR, '
-                           '"rows" BIGINT, written_at TIMESTAMP)')
+    pg.conn.execute(f'CREATE TABLE "{other}"."_backfill_commits" (attempt_id VARCHAR, "rows" BIGINT)')
     engine = PostgresEngine(pg.url, schema, tmp_path, pool_size=1)
     try:
         engine.ensure_tables([t := _table()])
@@ -235,7 +233,7 @@ def test_postgres_session_changes_do_not_leak_into_later_instances(pg: PgServer,
             assert engine.write_partition(_req(t, "SELECT 2 AS id, 'b' AS a", ds=ds, attempt=f"b{n}")) == 1
         assert engine.query('SELECT count(*) FROM "t"') == [(3,)]
         assert pg.conn.execute(f'SELECT count(*) FROM "{other}"."t"').fetchall() == [(0,)]
-        assert pg.conn.execute(f'SELECT count(*) FROM "{other}"."_backfill_writes"').fetchall() == [(0,)]
+        assert pg.conn.execute(f'SELECT count(*) FROM "{other}"."_backfill_commits"').fetchall() == [(0,)]
         assert engine.committed_attempt("a1") == 1
         assert engine.query("SELECT current_setting('search_path')") == [(schema,)]
     finally:

@@ -23,7 +23,9 @@ def member(ds: date, sql: str, run: str = "r1") -> BatchMember:
 
 
 def markers(eng: object) -> list[tuple[object, ...]]:
-    return sorted(eng.query('SELECT attempt_id, ds, "rows" FROM _backfill_writes'))  # type: ignore[attr-defined]
+    # (attempt id, ds, rows); the attempt ids are `run:bf/t/DS:1`
+    found = eng.query('SELECT attempt_id, "rows" FROM _backfill_commits')  # type: ignore[attr-defined]
+    return sorted((a, str(a).rsplit(":", 1)[0].rsplit("/", 1)[1], n) for a, n in found)
 
 
 def test_tool_batched_members_replace_exactly_their_partitions(factory: Factory) -> None:  # noqa: F811

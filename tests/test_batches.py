@@ -36,7 +36,8 @@ def _batch_logical_tables(project: Path, size: int) -> None:
 def _markers(project: Path) -> dict[str, int]:
     con = duckdb.connect(str(project / ".backfill" / "warehouse.duckdb"), read_only=True)
     try:
-        return dict(con.execute("SELECT instance_id, count(*) FROM _backfill_writes GROUP BY 1").fetchall())
+        return dict(con.execute("SELECT split_part(attempt_id, ':', 2), count(*) FROM _backfill_commits "
+                                "GROUP BY 1").fetchall())
     finally:
         con.close()
 
@@ -98,7 +99,7 @@ def test_batched_tutorial_matches_the_oracle_and_one_partition_reruns_alone(tuto
         assert [i for i, n in markers.items() if n != 1] == [i for i in markers if markers[i] == 2]
     assert sorted(i for i, n in _markers(tutorial).items() if n == 2) == [
         "tutorial_integration/ods_order/2026-07-03", "tutorial_logical/fct_order_buy_di/2026-07-03"]
-    attempts = dict(_ledger(tutorial, "SELECT instance_id, count(*) FROM bf_attempts GROUP BY 1"))
+    attempts = dict(_ledger(tutorial, "SELECT instance_id, count(*) FROM bf_attempts GROUP BY instance_id"))
     assert {i: n for i, n in attempts.items() if n != 1} == {"tutorial_integration/ods_order/2026-07-03": 2,
                                                               "tutorial_logical/fct_order_buy_di/2026-07-03": 2}
     _assert_oracle(tutorial)

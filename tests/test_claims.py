@@ -76,7 +76,7 @@ def test_a_run_claims_ahead_and_follows_what_another_runner_holds(tmp_path: Path
     writer = LedgerWriter(ledger, interval=0.01)
     pool = ThreadPoolExecutor(max_workers=2)
     ApplyRecords(ledger).claim(ids, "run1")
-    run = BackfillRun("bf", ledger.instances(ids=ids), {"t": t}, engine, writer, pool, "run1")
+    run = BackfillRun("bf", ledger.instances(ids=ids), {"t": t}, engine, writer, pool, "run1", max_parallel=2)
     attach_claims(run, ledger, "me", 60)
     claimed: list[list[str]] = []
     real_claim = run.claim
@@ -102,7 +102,7 @@ def test_a_run_claims_ahead_and_follows_what_another_runner_holds(tmp_path: Path
     writer.close()
     assert counts == {"total": 6, "done": 6, "failed": 0}
     assert claimed == [[foreign]] * len(claimed) and claimed  # only the foreign one, claimed at its turn
-    markers = sorted(str(r[0]) for r in engine.query("SELECT instance_id FROM _backfill_writes"))
+    markers = sorted(str(r[0]).split(":")[1] for r in engine.query("SELECT attempt_id FROM _backfill_commits"))
     assert markers == sorted(set(ids) - {foreign})
     final = ledger.instances(ids=ids)
     assert [r.status for r in final] == ["success"] * 6

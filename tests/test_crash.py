@@ -66,7 +66,9 @@ def test_kill_9_mid_apply_then_apply_again(tutorial: Path, prefect_api: str, kil
 
     con = duckdb.connect(str(tutorial / ".backfill" / "warehouse.duckdb"), read_only=True)
     try:
-        writes = con.execute("SELECT instance_id, count(*) FROM _backfill_writes GROUP BY 1").fetchall()
+        # attempt ids are `run:instance:n`: one committed attempt per instance
+        writes = con.execute("SELECT split_part(attempt_id, ':', 2), count(*) FROM _backfill_commits "
+                             "GROUP BY 1").fetchall()
     finally:
         con.close()
     assert len(writes) == 116

@@ -1,5 +1,5 @@
-"""How the DuckDB engine sends a write: values of ours as literals (BEGIN and the DELETE in one round
-trip, the marker row with the COMMIT), still one transaction, still interruptible."""
+"""How the DuckDB engine sends a write: values of ours as literals (BEGIN, the DELETE and the INSERT in
+one round trip, the marker row with the COMMIT), still one transaction, still interruptible."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest_pg import PgServer, pg_server  # noqa: F401 - the fixture
 
 from backfill.run.engines import CancelToken, EngineError, WriteCancelled, WriteRequest
 from backfill.run.engines.base import sql_literal
 from backfill.run.engines.duckdb_engine import DuckDBEngine
+from backfill.run.engines.postgres_engine import PostgresEngine
 from backfill.spec.model import Field, Table, Template
 
 HOSTILE = ["plain", "it's", "''", "a'); DROP TABLE t; --", "back\\slash", "{rows}", "new\nline", "ünïcode ✓", ""]
@@ -47,8 +49,9 @@ def test_marker_row_holds_ids_exactly(tmp_path: Path, odd: str) -> None:
                        instance_id=f"bf/t/{odd}", attempt_id=f"run:{odd}:1", fingerprint=odd)
     assert eng.write_partition(req) == 1
     assert eng.committed_attempt(req.attempt_id) == 1
-    assert eng.query("SELECT instance_id, table_name, ds, fingerprint, written_at IS NOT NULL "
-                     "FROM _backfill_writes") == [(f"bf/t/{odd}", "t", "2026-07-01", odd, True)]
+    assert eng.query('SELECT attempt_id, "rows" FROM _backfill_commits') == [(f"run:{odd}:1", 1)]
+    assert eng.committed_attempts("run:") == [(f"run:{odd}:1", 1)]
+    assert eng.committed_attempts(f"run:{odd}:2") == []
     assert eng.query("SELECT id, a, ds FROM t") == [(1, "x", date(2026, 7, 1))]
     eng.close()
 
@@ -109,5 +112,55 @@ def test_a_failed_write_leaves_the_cursor_usable(tmp_path: Path) -> None:
     th.start()
     th.join()
     assert results == [1]
-    assert eng.query("SELECT attempt_id FROM _backfill_writes") == [("r:good",)]
+    assert eng.query("SELECT attempt_id FROM _backfill_commits") == [("r:good",)]
     eng.close()
+
+
+LEGACY = ('CREATE TABLE {schema}_backfill_writes (attempt_id VARCHAR NOT NULL, instance_id VARCHAR, '
+          'table_name VARCHAR, ds VARCHAR, fingerprint VARCHAR, "rows" BIGINT, written_at TIMESTAMP)')
+LEGACY_ROW = ("INSERT INTO {schema}_backfill_writes VALUES ('old:bf/t/2026-07-01:2', 'bf/t/2026-07-01', 't', "
+              "'2026-07-01', 'fp', 5, TIMESTAMP '2026-07-02 00:00:00')")
+
+
+def _reads_old_and_new_markers(eng: DuckDBEngine | PostgresEngine) -> None:
+    """A warehouse written before the marker table had two columns: recovery still finds its commits."""
+    try:
+        eng.ensure_tables([t := table()])
+        assert eng.committed_attempt("old:bf/t/2026-07-01:2") == 5
+        req = WriteRequest(table=t, ds="2026-07-01", sql="SELECT 1 AS id, 'x' AS a", fields=None,
+                           instance_id="bf/t/2026-07-01", attempt_id="new:bf/t/2026-07-01:1", fingerprint="fp")
+        assert eng.write_partition(req) == 1
+        for prefix in ("old:", "old:bf/t/2026-07-01:"):
+            assert eng.committed_attempts(prefix) == [("old:bf/t/2026-07-01:2", 5)]
+        for prefix in ("new:bf/t/", "new:bf/t/2026-07-01:"):
+            assert eng.committed_attempts(prefix) == [("new:bf/t/2026-07-01:1", 1)]
+        assert eng.committed_attempt("new:bf/t/2026-07-02:1") is None
+        assert eng.query('SELECT attempt_id, "rows" FROM _backfill_commits') == [("new:bf/t/2026-07-01:1", 1)]
+        assert eng.query("SELECT count(*) FROM _backfill_writes") == [(1,)]  # read, never written
+    finally:
+        eng.close()
+
+
+def test_markers_of_an_earlier_version_are_still_read(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute(LEGACY.format(schema=""))
+    con.execute(LEGACY_ROW.format(schema=""))
+    con.close()
+    _reads_old_and_new_markers(DuckDBEngine("w.duckdb", tmp_path))
+
+
+def test_a_read_only_engine_on_an_empty_warehouse_finds_no_commit(tmp_path: Path) -> None:
+    eng = DuckDBEngine("missing.duckdb", tmp_path, read_only=True)
+    try:
+        assert eng.committed_attempt("r:x:1") is None
+        assert eng.committed_attempts("r:") == []
+    finally:
+        eng.close()
+
+
+def test_postgres_markers_of_an_earlier_version_are_still_read(pg_server: PgServer, tmp_path: Path) -> None:  # noqa: F811
+    schema = pg_server.new_schema()
+    pg_server.conn.execute(f'CREATE SCHEMA "{schema}"')
+    pg_server.conn.execute(LEGACY.format(schema=f'"{schema}".').replace("VARCHAR", "TEXT"))
+    pg_server.conn.execute(LEGACY_ROW.format(schema=f'"{schema}".'))
+    _reads_old_and_new_markers(PostgresEngine(pg_server.url, schema, tmp_path, pool_size=1))

@@ -114,9 +114,9 @@ def test_committed_attempt(factory: Factory) -> None:
     assert eng.committed_attempt(req.attempt_id) is None
     eng.write_partition(req)
     assert eng.committed_attempt(req.attempt_id) == 2
-    marker = eng.query("SELECT instance_id, table_name, ds, fingerprint FROM _backfill_writes "
-                       "WHERE attempt_id = ?", [req.attempt_id])
-    assert marker == [("bf/t/2026-07-01", "t", D1, "fp")]
+    marker = eng.query('SELECT attempt_id, "rows" FROM _backfill_commits WHERE attempt_id = ?', [req.attempt_id])
+    assert marker == [(req.attempt_id, 2)]
+    assert eng.committed_attempts(req.attempt_id) == [(req.attempt_id, 2)]
 
 
 def test_field_selection(factory: Factory) -> None:

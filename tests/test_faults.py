@@ -77,7 +77,8 @@ def assert_exactly_once(project: Path) -> None:
                 (table, ds)
     con = duckdb.connect(str(project / ".backfill" / "warehouse.duckdb"), read_only=True)
     try:
-        writes = con.execute("SELECT instance_id, count(*) FROM _backfill_writes GROUP BY 1").fetchall()
+        writes = con.execute("SELECT split_part(attempt_id, ':', 2), count(*) FROM _backfill_commits "
+                             "GROUP BY 1").fetchall()
     finally:
         con.close()
     assert len(writes) == INSTANCES
@@ -261,7 +262,7 @@ def markers(project: Path) -> dict[str, int]:
     con = duckdb.connect(str(project / ".backfill" / "warehouse.duckdb"), read_only=True)
     try:
         return {str(i): int(n) for i, n in con.execute(
-            "SELECT instance_id, count(*) FROM _backfill_writes GROUP BY 1").fetchall()}
+            "SELECT split_part(attempt_id, ':', 2), count(*) FROM _backfill_commits GROUP BY 1").fetchall()}
     finally:
         con.close()
 
@@ -411,8 +412,8 @@ def test_a_lost_warehouse_connection_fails_its_instance_never_succeeds(
 
     def marker_counts() -> dict[str, int]:
         with psycopg.connect(pg_server.url) as conn:
-            return dict(conn.execute(f'SELECT instance_id, count(*) FROM "{warehouse}"._backfill_writes '
-                                     "GROUP BY 1").fetchall())
+            return dict(conn.execute("SELECT split_part(attempt_id, ':', 2), count(*) "
+                                     f'FROM "{warehouse}"._backfill_commits GROUP BY 1').fetchall())
 
     ledger = open_ledger(load_project(small))
     try:

@@ -126,7 +126,8 @@ def attempts_per_instance(project: Path) -> dict[str, int]:
 def writes_per_instance(project: Path) -> dict[str, int]:
     con = duckdb.connect(str(project / ".backfill" / "warehouse.duckdb"), read_only=True)
     try:
-        return dict(con.execute("SELECT instance_id, count(*) FROM _backfill_writes GROUP BY instance_id").fetchall())
+        return dict(con.execute("SELECT split_part(attempt_id, ':', 2), count(*) FROM _backfill_commits "
+                                "GROUP BY 1").fetchall())
     finally:
         con.close()
 

@@ -39,7 +39,7 @@ def _wait_running(project: Path, proc: subprocess.Popen[str]) -> None:
 def _markers(project: Path) -> list[str]:
     con = duckdb.connect(str(project / ".backfill" / "warehouse.duckdb"), read_only=True)
     try:
-        return [r[0] for r in con.execute("SELECT instance_id FROM _backfill_writes").fetchall()]
+        return [r[0] for r in con.execute("SELECT split_part(attempt_id, ':', 2) FROM _backfill_commits").fetchall()]
     finally:
         con.close()
 

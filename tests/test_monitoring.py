@@ -155,10 +155,11 @@ def test_watch_a_running_instance_then_kill_it(tutorial: Path, prefect_api: str)
     # the partition was never written: no write marker, no rows
     con = duckdb.connect(str(tutorial / ".backfill" / "warehouse.duckdb"), read_only=True)
     try:
-        markers = con.execute("SELECT count(*) FROM _backfill_writes WHERE instance_id = ?", [SLOW]).fetchone()
+        markers = con.execute("SELECT count(*) FROM _backfill_commits WHERE split_part(attempt_id, ':', 2) = ?",
+                              [SLOW]).fetchone()
         rows = con.execute("SELECT count(*) FROM fct_order_buy_di WHERE ds = DATE '2026-07-02'").fetchone()
-        done = con.execute("SELECT count(*) FROM _backfill_writes "
-                           "WHERE instance_id LIKE 'tutorial_logical/%'").fetchone()
+        done = con.execute("SELECT count(*) FROM _backfill_commits "
+                           "WHERE split_part(attempt_id, ':', 2) LIKE 'tutorial_logical/%'").fetchone()
     finally:
         con.close()
     assert markers == (0,) and rows == (0,)

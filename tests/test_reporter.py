@@ -188,3 +188,28 @@ def test_embedded_applies_return_before_prefect_and_each_run_is_recorded(tutoria
     with sqlite3.connect(tutorial / ".backfill" / "prefect" / "prefect.db") as con:
         runs = con.execute("SELECT name, state_type FROM flow_run ORDER BY created").fetchall()
     assert runs == [("recorded_later", "COMPLETED"), ("recorded_later", "COMPLETED")]
+
+
+def test_instance_events_travel_several_to_a_line_and_arrive_one_by_one() -> None:
+    # the apply's side batches thousands of events a second into `logs` lines; the reporter's side
+    # hands its flow each event as it was, in order, the other messages between them untouched
+    import io
+
+    from backfill.run.reporter_child import _Stream
+    from backfill.run.reportstream import InstanceEvent as Event
+    from backfill.run.reportstream import encode_stream
+
+    sent: list[dict[str, object] | Event] = [{"op": "begin", "key": "r1"},
+                                             Event("r1", 0, "INFO", "a started", False, 1.0),
+                                             Event("r1", 1, "ERROR", "b failed: 'x'\nline", True, 2.0),
+                                             Event("r2", 0, "INFO", "c success: 3 row(s)", True, 3.0),
+                                             {"op": "group_end", "key": "r1", "group": 0},
+                                             Event("r1", 0, "INFO", "d", True, 4.0)]
+    raw = encode_stream(sent)
+    assert raw.count(b"\n") == 5 and raw.count(b'"op":"logs"') == 3  # r1's first two share a line
+    stream = _Stream(io.BytesIO(raw), io.StringIO())
+    got = [stream.inbox.get(timeout=5) for _ in range(len(sent) + 1)]
+    assert got[-1]["op"] == "eof"
+    expected = [m if isinstance(m, dict) else {"op": "log", "key": m.key, "group": m.group, "level": m.level,
+                                                "msg": m.msg, "ended": m.ended, "t": m.t} for m in sent]
+    assert got[:-1] == expected

@@ -34,7 +34,8 @@ def rows_of(project: Path, backfill: str | None = None) -> list[InstanceRow]:
 def markers(project: Path) -> set[str]:
     con = duckdb.connect(str(project / ".backfill" / "warehouse.duckdb"), read_only=True)
     try:
-        return {str(r[0]) for r in con.execute("SELECT instance_id FROM _backfill_writes").fetchall()}
+        found = con.execute("SELECT split_part(attempt_id, ':', 2) FROM _backfill_commits").fetchall()
+        return {str(r[0]) for r in found}
     finally:
         con.close()
 

@@ -63,6 +63,9 @@ def test_the_temporary_server_dies_with_its_parent_on_kill_9(home: Path, spawner
         server = int(parent.stdout.readline())
         assert parent.stdout.readline().strip() == b"ready"
         assert _alive(server)
+        # it runs only on a core the apply leaves idle, every thread of it
+        threads = [int(t) for t in os.listdir(f"/proc/{server}/task")]
+        assert len(threads) > 1 and {os.sched_getscheduler(t) for t in threads} == {os.SCHED_IDLE}
     finally:
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
@@ -117,3 +120,24 @@ def _servers_in(home: Path) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def test_an_apply_server_takes_streams_at_once_and_boots_prefect_only_when_asked(tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    from backfill.run import tempserver
+
+    server = tempserver.start(tmp_path / "prefect", defer=True)
+    try:
+        time.sleep(3)  # longer than a warm boot from the cached database
+        with pytest.raises(OSError):  # Prefect is not serving: nothing of it shares the CPU with a run
+            urllib.request.urlopen(f"{server.api_url}/health", timeout=1)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:  # a stream is taken at once
+            sock.connect("\0" + server.reporter_socket)
+        maps = Path(f"/proc/{server.process.pid}/maps")
+        assert "pydantic_core" not in maps.read_text()  # the light part only: no Prefect (nor its pydantic)
+        assert server.url(timeout=120) == server.api_url  # asked for: it boots now
+        assert "pydantic_core" in maps.read_text()
+    finally:
+        server.stop()

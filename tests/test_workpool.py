@@ -97,7 +97,8 @@ def _assert_oracle_and_exactly_once(url: str, project: Path, warehouse: str, sta
             with psycopg.connect(url) as conn:
                 rows = conn.execute(f'SELECT {cols} FROM "{warehouse}"."{table}" WHERE ds = %s', [ds]).fetchall()
             assert oracle.sort_rows(rows) == oracle.expected(project, table, ds, loaded), (table, ds)
-    writes = _query(url, f'SELECT instance_id, count(*) FROM "{warehouse}"._backfill_writes GROUP BY 1')
+    writes = _query(url, "SELECT split_part(attempt_id, ':', 2), count(*) "
+                         f'FROM "{warehouse}"._backfill_commits GROUP BY 1')
     assert len(writes) == total
     assert all(n == 1 for _, n in writes), [w for w in writes if w[1] != 1]
     assert _query(url, f'SELECT status, count(*) FROM "{state}".bf_instances GROUP BY 1') == [("success", total)]
@@ -177,7 +178,7 @@ def test_kill_9_of_a_flow_run_process_mid_group_then_apply_again(
                                           "AND instance_id LIKE 'tutorial_integration/ods_order/%'")
             victim = found[0][0] if found else None
             time.sleep(0.1)
-        written = _query(pg_server.url, f'SELECT count(*) FROM "{warehouse}"._backfill_writes')[0][0]
+        written = _query(pg_server.url, f'SELECT count(*) FROM "{warehouse}"._backfill_commits')[0][0]
         assert 0 < written < 60, "the kill lands mid-way"
         os.kill(victim, signal.SIGKILL)
     finally:

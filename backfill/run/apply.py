@@ -100,7 +100,8 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
     stop = threading.Event()
     claimant, lease = process_claimant(), lease_seconds()
     pool = ThreadPoolExecutor(max_workers=project.max_parallel, thread_name_prefix="instance")
-    run = BackfillRun(name, rows, project.tables, engine, writer, pool, run_id, retries, retry_delay, on_change)
+    run = BackfillRun(name, rows, project.tables, engine, writer, pool, run_id, retries, retry_delay, on_change,
+                      max_parallel=project.max_parallel)
     runs.append(run)
     attach_claims(run, ledger, claimant, lease)
     run.apply_flags(ledger.flags([r.id for r in rows]))  # kills and pauses requested before it started

@@ -55,7 +55,7 @@ def backfill_group(project: str, backfill: str, group: int, apply_id: str, paral
         writer = LedgerWriter(ledger)
         with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="instance") as pool:
             run = BackfillRun(backfill, rows, spec.tables, engine, writer, pool, apply_id, retries.count,
-                              retries.delay_seconds)
+                              retries.delay_seconds, max_parallel=max(1, parallel))
             run.where = (f"pid {os.getpid()}, worker pid {os.getppid()}, flow run {flow_run_id}, "
                          f"on {socket.gethostname()}")
             attach_claims(run, ledger, claimant, lease)

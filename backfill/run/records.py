@@ -52,8 +52,7 @@ class ApplyRecords:
         for row in candidates:
             if not _runner_gone(row, now, ended):
                 continue
-            found = engine.query("SELECT attempt_id, rows FROM _backfill_writes WHERE instance_id = ?", [row.id])
-            committed = [r for r in found if row.run_id and str(r[0]).startswith(f"{row.run_id}:")]
+            committed = sorted(engine.committed_attempts(f"{row.run_id}:{row.id}:")) if row.run_id else []
             if committed:
                 fields = (*row.fields, *row.linked) if row.fields else ("*",)
                 ledger.apply_updates([{

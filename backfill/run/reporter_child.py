@@ -27,8 +27,10 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO, Any
+
+from .reportstream import expand
 
 __all__ = ["GONE", "artifact_key", "flow_run_link", "serve"]
 
@@ -64,7 +66,8 @@ class _Stream:
         with contextlib.suppress(OSError, ValueError):
             for raw in lines:
                 with contextlib.suppress(ValueError):
-                    self.inbox.put(json.loads(raw))
+                    for message in expand(json.loads(raw)):  # the instances' events come several to a line
+                        self.inbox.put(message)
         self.inbox.put(_EOF)
 
     def tell(self, message: dict[str, Any]) -> None:
@@ -233,7 +236,8 @@ def play(stream: _Stream, begin: dict[str, Any]) -> dict[str, Any]:
     return ending
 
 
-def serve(lines: Iterable[bytes], out: IO[str], settings: dict[str, str] | None = None) -> None:
+def serve(lines: Iterable[bytes], out: IO[str], settings: dict[str, str] | None = None,
+          ready: Callable[[], object] | None = None) -> None:
     """Play one stream to the end. `settings` (else the first line, `{"op": "hello", ...}`): `api`,
     `wait` (seconds to wait for it), `home` and `template` (the temporary server's database and where
     to keep a copy of it)."""
@@ -241,6 +245,8 @@ def serve(lines: Iterable[bytes], out: IO[str], settings: dict[str, str] | None 
     if settings is None:
         hello = stream.inbox.get()
         settings = {k: str(v) for k, v in hello.items() if k != "op"} if hello.get("op") == "hello" else {}
+    if ready is not None:  # the stream is read meanwhile: the apply never waits on a full socket
+        ready()
     try:
         with _SETUP:
             from prefect.logging.handlers import APILogHandler

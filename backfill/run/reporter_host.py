@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 
 from .reporter_child import serve
 
 __all__ = ["recording", "serve_socket"]
 
 
-def serve_socket(name: str) -> None:
-    """In the temporary server's process: one thread per apply connecting to the abstract socket `name`."""
+def serve_socket(name: str, ready: Callable[[], object] | None = None) -> None:
+    """In the temporary server's process: one thread per apply connecting to the abstract socket `name`;
+    each reads its stream at once and plays it once `ready()` returns (the server booted)."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind("\0" + name)
     listener.listen(16)
@@ -21,7 +23,7 @@ def serve_socket(name: str) -> None:
     def one(conn: socket.socket) -> None:
         try:
             with conn, conn.makefile("rb") as lines, conn.makefile("w") as out:
-                serve(lines, out)
+                serve(lines, out, ready=ready)
         finally:
             _ACTIVE.release()
 

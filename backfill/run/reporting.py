@@ -18,10 +18,10 @@ with one `warning:` line saying what Prefect did not record.
 from __future__ import annotations
 
 import abc
+import collections
 import contextlib
 import json
 import os
-import queue
 import shutil
 import socket
 import subprocess
@@ -34,12 +34,12 @@ from typing import IO, Any
 
 from ..state.ledger import InstanceRow
 from .observe import group_label, group_message
+from .reportstream import InstanceEvent, encode_stream
 from .scheduler import BAD, BackfillRun
 from .tempserver import TemporaryServer, template_path
 
 __all__ = ["Reporter", "close_reporter", "discard_prefect", "start_reporter"]
 
-_CLOSE = object()
 
 
 class _Link(abc.ABC):
@@ -126,16 +126,16 @@ class Reporter:
         self.begun = False
         self.done = False  # the reporter said it recorded everything
         self.errors: list[str] = []
-        self._outbox: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._closed = False
+        self._outbox: collections.deque[dict[str, Any] | InstanceEvent] = collections.deque()
+        self._closed = threading.Event()
         self._writer = threading.Thread(target=self._write, name="prefect-reporter-in", daemon=True)
         self._reader: threading.Thread | None = None
         self._writer.start()
 
     # ------------------------------------------------------------------ the stream
-    def _send(self, message: dict[str, Any]) -> None:
-        if not self._closed:
-            self._outbox.put(message)
+    def _send(self, message: dict[str, Any] | InstanceEvent) -> None:
+        if not self._closed.is_set():
+            self._outbox.append(message)
 
     def _write(self) -> None:  # an unbounded queue: a reporter still booting never slows an instance
         try:
@@ -146,20 +146,15 @@ class Reporter:
         self._reader = threading.Thread(target=self._read, args=(back,), name="prefect-reporter-out", daemon=True)
         self._reader.start()
         try:
-            while True:
-                item = self._outbox.get()
-                if item is _CLOSE:
-                    break
-                lines = [item]
-                with contextlib.suppress(queue.Empty):
-                    while len(lines) < 500:
-                        more = self._outbox.get_nowait()
-                        if more is _CLOSE:
-                            self._outbox.put(_CLOSE)
-                            break
-                        lines.append(more)
-                pipe.write("".join(json.dumps(m, separators=(",", ":")) + "\n" for m in lines).encode())
-                pipe.flush()
+            closing = False
+            while not closing:  # woken every 0.1 s, not by every event: thousands come each second
+                closing = self._closed.wait(0.1)
+                lines: list[dict[str, Any] | InstanceEvent] = []
+                while self._outbox:
+                    lines.append(self._outbox.popleft())
+                if lines:
+                    pipe.write(encode_stream(lines))
+                    pipe.flush()
         except (OSError, ValueError):
             pass  # the reporter died: said at close
         finally:
@@ -202,8 +197,7 @@ class Reporter:
                 level, text = "ERROR", f"{row.id} {status}: {values.get('error') or ''}"
             else:
                 return
-            self._send({"op": "log", "key": key, "group": row.group, "level": level, "msg": text,
-                        "ended": status != "running", "t": time.time()})
+            self._send(InstanceEvent(key, row.group, level, text, status != "running", time.time()))
         return observe
 
     def group_end(self, run: BackfillRun, group: int) -> None:
@@ -219,10 +213,9 @@ class Reporter:
 
     def close(self, timeout: float = 300.0) -> list[str]:
         """Wait (at most `timeout` seconds) until Prefect has recorded everything sent; the problems."""
-        if self._closed:
+        if self._closed.is_set():
             return self.errors
-        self._outbox.put(_CLOSE)
-        self._closed = True
+        self._closed.set()
         if not self.begun:  # nothing ran: nothing to record, no reason to wait for Prefect
             self.link.abort()
             return []

@@ -66,7 +66,8 @@ class BackfillRun:
 
     def __init__(self, name: str, rows: Sequence[InstanceRow], tables: Mapping[str, Table], engine: object,
                  writer: LedgerWriter, pool: ThreadPoolExecutor, run_id: str, retries: int = 0,
-                 retry_delay: float = 0.0, on_change: Callable[[str, str, str], None] | None = None):
+                 retry_delay: float = 0.0, on_change: Callable[[str, str, str], None] | None = None,
+                 max_parallel: int = 1):
         self.name = name
         self.tables = tables
         self.engine = engine
@@ -96,7 +97,9 @@ class BackfillRun:
         self._idle: set[int] = set()
         self._released: set[str] = set()
         self._bad_at: dict[int, int] = {}  # per group, the first position where something ended badly
-        self._inflight = 0  # handed to the pool, not ended
+        self._inflight: dict[int, int] = {}  # per group, units handed out (to the pool or inline), not ended
+        # the cap on running units: held by the pool's workers and by group threads running a unit inline
+        self._slots = threading.BoundedSemaphore(max(1, max_parallel))
         self.external: dict[str, str] = {}  # statuses of upstream instances of other backfills
         self.wait_external = False  # False: those ended before this run, or never run in it
         self.stop_reason: str | None = None  # the applying process was told to stop (signals.py)
@@ -241,8 +244,12 @@ class BackfillRun:
                     else:
                         self._cond.wait(0.5)
                     self._idle.discard(group)
+            # the group's only unit, with nothing else of it able to start before it ends: this thread
+            # runs it (a hand-off to the pool and back cost more than a small partition's write)
+            alone = len(ready) == 1 and not self._released and not self._inflight.get(group) \
+                and (not todo or todo[0].row.position > ready[0].row.position)
             for job in ready:
-                self._dispatch(job)
+                self._dispatch(job, inline=alone)
         with self._cond:
             self._cond.notify_all()  # a group with nothing left to start may leave the others stuck
             while any(j.status not in ENDED for j in jobs):  # the group ends when its instances have
@@ -289,7 +296,7 @@ class BackfillRun:
         if len(self._todo) < len(self.groups):  # a group that has not started yet may still run upstream
             return False
         active = {g for g, todo in self._todo.items() if todo}
-        if not (bool(active) and active <= self._idle and self._inflight == 0):
+        if not (bool(active) and active <= self._idle and not any(self._inflight.values())):
             return False
         # waiting for an upstream another process runs is progress elsewhere, not a cycle
         return not (self.upstream_elsewhere and any(
@@ -318,7 +325,7 @@ class BackfillRun:
         ups = dict.fromkeys(u for m in members for u in self.jobs[m].row.upstream)
         return [u for u in ups if u not in members]
 
-    def _dispatch(self, job: _Job) -> Future[Any] | None:
+    def _dispatch(self, job: _Job, inline: bool = False) -> Future[Any] | None:
         """Start an instance, or settle it at once (skip, dry-run, held, killed)."""
         iid = job.row.id
         members = self.units.get(iid)
@@ -332,7 +339,7 @@ class BackfillRun:
                         f"paused by an operator (with its batch {job.row.batch}); `backfill resume` runs it"
                     self._set(self.jobs[m], "killed" if killed else "paused", error=why)
                 return None
-            return self._submit(job, execute_batch, self, self._members(job))
+            return self._submit(job, inline, execute_batch, self, self._members(job))
         if killed:
             self._set(job, "killed", error=self._killed_because("killed before it started"))
         elif job.row.mode == "skip":
@@ -342,16 +349,30 @@ class BackfillRun:
         elif job.row.mode == "dry_run":
             self._set(job, "dry_run", started_at=time.time())
         else:  # stays `waiting` until a worker of the max_parallel pool takes it
-            return self._submit(job, self._execute, job)
+            return self._submit(job, inline, self._execute, job)
         return None
 
-    def _submit(self, job: _Job, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        """Hand a unit to the pool; its end settles its members and wakes the waiting groups."""
+    def _submit(self, job: _Job, inline: bool, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run a unit on the pool (or here, `inline`) within the cap; its end settles its members and
+        wakes the waiting groups."""
         with self._cond:
-            self._inflight += 1
-        fut = self.pool.submit(fn, *args)
-        fut.add_done_callback(lambda f, job=job: self._finish(job, f))  # type: ignore[misc]
-        return fut
+            g = job.row.group
+            self._inflight[g] = self._inflight.get(g, 0) + 1
+        if not inline:
+            pooled = self.pool.submit(self._slotted, fn, *args)
+            pooled.add_done_callback(lambda f, job=job: self._finish(job, f))  # type: ignore[misc]
+            return pooled
+        here: Future[Any] = Future()
+        try:
+            here.set_result(self._slotted(fn, *args))
+        except BaseException as exc:  # noqa: BLE001 - settled as the pool's would be
+            here.set_exception(exc)
+        self._finish(job, here)
+        return here
+
+    def _slotted(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self._slots:
+            return fn(*args)
 
     def _finish(self, job: _Job, fut: Future[Any]) -> None:
         members = self._members(job)
@@ -361,7 +382,7 @@ class BackfillRun:
         except BaseException as exc:  # noqa: BLE001 - an instance never takes the run down
             outs = {m.row.id: Outcome("failed", error=f"{type(exc).__name__}: {exc}") for m in members}
         with self._cond:
-            self._inflight -= 1
+            self._inflight[job.row.group] -= 1
             for m in members:
                 out = outs[m.row.id]
                 self._set(m, out.status, record=not out.adopted, rows=out.rows, error=out.error, ended_at=out.ended_at)

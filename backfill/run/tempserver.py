@@ -4,8 +4,10 @@
   database take 7-10 s, so they run once per machine and Prefect version: the first temporary server
   migrates, the reporter (reporter_child.py) keeps a copy of that empty database in the user's cache
   (`~/.cache/backfill/prefect-VERSION.db`), and a new project's server starts from that copy.
-- `start` only spawns the process and returns at once; loading, locking and planning go on while
-  the server boots; `url()` waits for its health.
+- `start` only spawns the process and returns at once; `url()` waits for its health. An apply's server
+  (`defer`) takes its stream at once but imports Prefect and boots only after the apply ran: it is
+  the run's recorder, has no UI, and nobody waits for it; its 3-4 s of CPU never share the cores
+  with the instances. It runs `SCHED_IDLE` in any case.
 - The parent never imports Prefect's server modules (1.7 s): the child runs them.
 - It hosts the reporters of its applies (reporter_host.py, one per connection on an abstract socket):
   Prefect is imported once, in this process, for both.
@@ -41,6 +43,10 @@ __all__ = ["TemporaryServer", "adopt", "discard_unadopted", "for_project", "pres
 _CHILD = r"""
 import fcntl, os, sys, signal, threading, time
 os.nice(10)  # the apply's own work first: this server records it, nobody waits for its boot
+try:
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # and only on a core the apply leaves idle
+except (AttributeError, OSError):
+    pass
 parent = int(sys.argv[1])
 if sys.argv[3] == "main":
     try:
@@ -51,9 +57,17 @@ if sys.argv[3] == "main":
 if os.getppid() != parent:
     os._exit(0)
 fd = int(sys.argv[2])
+boot = threading.Event()  # deferred: Prefect is imported once the apply ran (L) or someone asks (G)
+if sys.argv[5] == "now":
+    boot.set()
 def watch():
     try:
-        if os.read(fd, 1) == b"L":  # the apply ended: record what it sent, then go
+        byte = os.read(fd, 1)
+        while byte == b"G":
+            boot.set()
+            byte = os.read(fd, 1)
+        if byte == b"L":  # the apply ended: record what it sent, then go
+            boot.set()
             os.kill(os.getpid(), signal.SIGUSR1)  # the death signal belongs to the main thread
             from backfill.run.reporter_host import recording
             deadline = time.monotonic() + 300
@@ -77,11 +91,13 @@ signal.signal(signal.SIGUSR1, keep)
 threading.Thread(target=watch, daemon=True).start()
 def report(name):  # the reporter of each apply connecting to this server (reporter_child.py)
     from backfill.run.reporter_host import serve_socket
-    serve_socket(name)
+    serve_socket(name, boot.wait)  # each stream is read as it comes; played once we boot
 threading.Thread(target=report, args=(sys.argv[4],), daemon=True).start()
+while not boot.wait(0.1):  # in steps: the main thread's signal handler runs meanwhile
+    pass
 lock = open("server.lock", "w")
 fcntl.flock(lock, fcntl.LOCK_EX)  # one server on this database: a lingering one finishes first
-sys.argv = ["uvicorn"] + sys.argv[5:]
+sys.argv = ["uvicorn"] + sys.argv[6:]
 import uvicorn.main
 uvicorn.main.main()
 """
@@ -109,6 +125,9 @@ class TemporaryServer:
 
     def url(self, timeout: float = 180.0) -> str:
         """Its API URL, once it answers (raises RuntimeError with its log's tail if it never does)."""
+        if self._pipe_w >= 0 and not self._ready:
+            with contextlib.suppress(OSError):
+                os.write(self._pipe_w, b"G")  # a deferred server boots now
         deadline = time.monotonic() + timeout
         while not self._ready:
             try:
@@ -182,8 +201,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(home: Path) -> TemporaryServer:
-    """Spawn (or reuse) this process's temporary server whose Prefect home is `home`; does not wait."""
+def start(home: Path, defer: bool = False) -> TemporaryServer:
+    """Spawn (or reuse) this process's temporary server whose Prefect home is `home`; does not wait.
+    `defer`: it takes the streams of its applies at once but imports Prefect and serves only once the
+    apply ran (`linger`) or its URL is asked for: nothing of Prefect's shares the CPU with the run."""
     home = home.resolve()
     with _LOCK:
         server = _SERVERS.get(home)
@@ -207,8 +228,8 @@ def start(home: Path) -> TemporaryServer:
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-c", _CHILD, str(os.getpid()), str(read_fd), thread, _socket_name(port),
-                 "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-                 "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+                 "later" if defer else "now", "--factory", "prefect.server.api.server:create_app",
+                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 pass_fds=(read_fd,), cwd=str(home))
         os.close(read_fd)
@@ -251,7 +272,7 @@ def prestart(root: Path) -> None:
     """`backfill apply` starts the server of the project at `root` before it imports anything else;
     `apply_project` adopts it (`adopt`), and `discard_unadopted` removes one it never adopted."""
     if not os.environ.get("PREFECT_API_URL") and (root / "project.yaml").is_file():
-        _PRESTARTED[root.resolve()] = start(root / ".backfill" / "prefect")
+        _PRESTARTED[root.resolve()] = start(root / ".backfill" / "prefect", defer=True)
 
 
 def adopt(root: Path) -> TemporaryServer | None:
@@ -273,7 +294,7 @@ def for_project(root: Path) -> TemporaryServer | None:
     PREFECT_API_URL names a server."""
     if os.environ.get("PREFECT_API_URL"):
         return None
-    return start(root / ".backfill" / "prefect")
+    return start(root / ".backfill" / "prefect", defer=True)
 
 
 def running() -> list[TemporaryServer]:

@@ -32,6 +32,7 @@ class LedgerWriter:
         self.max_batch = max_batch
         self._queue: queue.Queue[Mapping[str, Any] | None] = queue.Queue()
         self._error: BaseException | None = None
+        self._attempts: set[str] = set()
         self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
         self._thread.start()
 
@@ -65,7 +66,9 @@ class LedgerWriter:
     def _write(self, batch: list[Mapping[str, Any]]) -> None:
         for n in range(self.RETRIES + 1):
             try:
-                self.ledger.apply_updates(batch)
+                # the attempts this writer recorded: no query for them (after a lost connection, ask:
+                # the lost batch may have committed)
+                self._attempts |= self.ledger.apply_updates(batch, self._attempts if n == 0 else None)
                 return
             except LedgerUnavailable as exc:
                 if exc.disconnect and n < self.RETRIES:

@@ -1,6 +1,6 @@
 """Names the tool uses itself, refused in specs and templates.
 
-The warehouse holds the tool's write markers (`_backfill_writes`, what makes recovery exactly once)
+The warehouse holds the tool's write markers (`_backfill_commits`, what makes recovery exactly once)
 and, while a field selection is written, temporary `_bf_src*` tables; a PostgreSQL ledger that shares
 the warehouse's schema keeps its `bf_*` tables there. A table or column of a project with one of
 those names would overwrite or delete the tool's own records. Templates see internal helpers under

@@ -31,6 +31,7 @@ from .schema import (
     connect,
 )
 from .schema import instance_row as _row
+from .updates import chunks, write_updates
 
 __all__ = ["ACTIVE", "FINISHED", "SCHEMA_VERSION", "InstanceRow", "Ledger"]
 
@@ -132,7 +133,7 @@ class Ledger(LockTable, ClaimTable):
         with self.engine.begin() as conn:
             self.record_backfill(conn, name, key, spec_file, runtime)
             ids = [r["id"] for r in rows]
-            for chunk in _chunks(ids, 500):
+            for chunk in chunks(ids, 500):
                 conn.execute(T_INSTANCES.delete().where(T_INSTANCES.c.id.in_(chunk)))
             if rows:
                 conn.execute(T_INSTANCES.insert(), [
@@ -187,68 +188,19 @@ class Ledger(LockTable, ClaimTable):
             return [dict(r._mapping) for r in conn.execute(
                 sa.select(T_ATTEMPTS).where(T_ATTEMPTS.c.instance_id == instance_id).order_by(T_ATTEMPTS.c.number))]
 
-    def apply_updates(self, updates: Sequence[Mapping[str, Any]]) -> None:
-        """A batch of instance changes, attempts and partition records, in one transaction.
-
-        Each update: {"id": instance id, "values": {...instance columns...},
-                      "attempt": {...} or None, "partitions": [(table, ds, field, fp[, template_fp])] or None};
-        the optional 5th element of a partition is the table's template fingerprint (fingerprints.py).
-        The batch is merged first (later changes win, as if applied one by one), then written with one
-        executemany per statement shape: a batch of 500 instance changes is a handful of statements."""
+    def apply_updates(self, updates: Sequence[Mapping[str, Any]], written: set[str] | None = None) -> set[str]:
+        """A batch of instance changes, attempts and partition records, in one transaction (updates.py).
+        `written`: attempt ids known to be recorded already; returns the attempt ids inserted."""
         if not updates:
-            return
-        now = time.time()
-        instances: dict[str, dict[str, Any]] = {}
-        attempts: dict[str, dict[str, Any]] = {}
-        partitions: dict[tuple[str, str], tuple[bool, dict[str, dict[str, Any]]]] = {}
-        for u in updates:
-            if u.get("values"):
-                instances.setdefault(u["id"], {}).update(u["values"])
-            if u.get("attempt"):
-                attempts.setdefault(u["attempt"]["id"], {}).update(u["attempt"])
-            for part in u.get("partitions") or ():
-                table, ds, field, fp = part[:4]
-                row = {"table_name": table, "ds": ds, "field": field, "fingerprint": fp, "instance_id": u["id"],
-                       "written_at": now, "template_fingerprint": part[4] if len(part) > 4 else None}
-                reset, rows = partitions.get((table, ds), (False, {}))
-                if field == "*":  # the whole partition: earlier field records are replaced too
-                    reset, rows = True, {}
-                rows[field] = row
-                partitions[(table, ds)] = (reset, rows)
+            return set()
         with self.engine.begin() as conn:
-            for keys, group in _by_keys(instances.items()):
-                stmt = T_INSTANCES.update().where(T_INSTANCES.c.id == sa.bindparam("_id")).values(
-                    {k: sa.bindparam(k) for k in (*keys, "updated_at")})
-                conn.execute(stmt, [{**v, "_id": i, "updated_at": now} for i, v in group])
-            if attempts:
-                known = set()
-                for chunk in _chunks(list(attempts), 500):
-                    known |= {r[0] for r in conn.execute(sa.select(T_ATTEMPTS.c.id).where(T_ATTEMPTS.c.id.in_(chunk)))}
-                for _keys, group in _by_keys((i, a) for i, a in attempts.items() if i not in known):
-                    conn.execute(T_ATTEMPTS.insert(), [a for _i, a in group])
-                for keys, group in _by_keys((i, a) for i, a in attempts.items() if i in known):
-                    stmt = T_ATTEMPTS.update().where(T_ATTEMPTS.c.id == sa.bindparam("_id")).values(
-                        {k: sa.bindparam(k) for k in keys if k != "id"})
-                    conn.execute(stmt, [{**{k: v for k, v in a.items() if k != "id"}, "_id": i} for i, a in group])
-            if partitions:
-                whole = [{"t": t, "d": d} for (t, d), (reset, _rows) in partitions.items() if reset]
-                fields = [{"t": t, "d": d, "f": f} for (t, d), (reset, rows) in partitions.items() if not reset
-                          for f in rows]
-                p = T_PARTITIONS.c
-                if whole:
-                    conn.execute(T_PARTITIONS.delete().where(p.table_name == sa.bindparam("t"),
-                                                             p.ds == sa.bindparam("d")), whole)
-                if fields:
-                    conn.execute(T_PARTITIONS.delete().where(
-                        p.table_name == sa.bindparam("t"), p.ds == sa.bindparam("d"), p.field == sa.bindparam("f")),
-                        fields)
-                conn.execute(T_PARTITIONS.insert(), [r for _reset, rows in partitions.values() for r in rows.values()])
+            return write_updates(conn, updates, written)
 
     def attempt_counts(self, ids: Sequence[str]) -> dict[str, int]:
         """instance id -> the highest attempt number recorded for it."""
         out: dict[str, int] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(ids), 500):
+            for chunk in chunks(list(ids), 500):
                 q = sa.select(T_ATTEMPTS.c.instance_id, sa.func.max(T_ATTEMPTS.c.number)) \
                     .where(T_ATTEMPTS.c.instance_id.in_(chunk)).group_by(T_ATTEMPTS.c.instance_id)
                 out.update({str(i): int(n) for i, n in conn.execute(q)})
@@ -259,7 +211,7 @@ class Ledger(LockTable, ClaimTable):
             return 0
         n = 0
         with self.engine.begin() as conn:
-            for chunk in _chunks(list(ids), 500):
+            for chunk in chunks(list(ids), 500):
                 n += conn.execute(T_INSTANCES.update().where(T_INSTANCES.c.id.in_(chunk)).values(
                     updated_at=time.time(), **values)).rowcount or 0
         return n
@@ -268,7 +220,7 @@ class Ledger(LockTable, ClaimTable):
         """instance id -> (held, kill_requested), for the executor's polling."""
         out: dict[str, tuple[bool, bool]] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(ids), 500):
+            for chunk in chunks(list(ids), 500):
                 for i, held, kill in conn.execute(sa.select(T_INSTANCES.c.id, T_INSTANCES.c.held,
                                                             T_INSTANCES.c.kill_requested)
                                                   .where(T_INSTANCES.c.id.in_(chunk))):
@@ -331,17 +283,3 @@ class Ledger(LockTable, ClaimTable):
         except sa.exc.IntegrityError:
             return False
 
-Keyed = tuple[str, dict[str, Any]]
-
-
-def _by_keys(items: Iterable[Keyed]) -> list[tuple[tuple[str, ...], list[Keyed]]]:
-    """Rows grouped by the set of columns they set: each group is one executemany."""
-    groups: dict[tuple[str, ...], list[Keyed]] = {}
-    for key, row in items:
-        groups.setdefault(tuple(sorted(row)), []).append((key, row))
-    return list(groups.items())
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]

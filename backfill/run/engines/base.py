@@ -1,7 +1,7 @@
 """What every warehouse engine offers, and the small helpers they share.
 
 The tool owns every write: an engine replaces one partition (or some columns of it) of a declared
-table in one transaction, together with a marker row in `_backfill_writes` that says which attempt
+table in one transaction, together with a marker row in `_backfill_commits` that says which attempt
 wrote it. Either all of it commits or none of it does.
 """
 
@@ -22,8 +22,10 @@ if TYPE_CHECKING:
     from .batch import BatchRequest
 
 __all__ = [
+    "LEGACY_MARKER_TABLE",
     "MARKER_COLUMNS",
     "MARKER_TABLE",
+    "MarkerReads",
     "CancelToken",
     "Engine",
     "EngineError",
@@ -42,17 +44,46 @@ __all__ = [
     "write_error",
 ]
 
-MARKER_TABLE = "_backfill_writes"
-# name, type: the marker table's columns, in both engines
+MARKER_TABLE = "_backfill_commits"
+# name, type: the marker table's columns, in both engines. The attempt id (`run:instance:n`) is all
+# recovery asks of a marker; the ledger has the rest. Two columns: a marker is a second table in every
+# write's commit, and in DuckDB each column of it costs (7 columns cost 0.55 ms a write, 2 about 0.38)
 MARKER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("attempt_id", "VARCHAR NOT NULL"),  # unique by construction (run id + instance + attempt): no key to maintain
-    ("instance_id", "VARCHAR"),
-    ("table_name", "VARCHAR"),
-    ("ds", "VARCHAR"),
-    ("fingerprint", "VARCHAR"),
     ("rows", "BIGINT"),
-    ("written_at", "TIMESTAMP"),
 )
+LEGACY_MARKER_TABLE = "_backfill_writes"  # the markers of earlier versions (7 columns): still read, never written
+
+
+class MarkerReads:
+    """Which attempts committed, from the markers (and from an earlier version's, where they exist)."""
+
+    read_only: bool
+    query: Callable[[str, Sequence[object]], list[tuple[object, ...]]]  # the engine's own
+    _marker_tables: list[str] | None = None
+
+    def _markers(self, where: str, value: str) -> list[tuple[object, ...]]:
+        tables = self._marker_tables
+        if tables is None:  # asked once: the current table, and an earlier version's where it exists
+            found = {str(r[0]) for r in self.query(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+                "AND table_name IN (?, ?)", [MARKER_TABLE, LEGACY_MARKER_TABLE])}
+            tables = [t for t in (MARKER_TABLE, LEGACY_MARKER_TABLE) if t in found]
+            if MARKER_TABLE in tables or self.read_only:  # a writable engine creates the current one
+                self._marker_tables = tables
+        if not tables:
+            return []  # a warehouse nothing was written to
+        sql = " UNION ALL ".join(f'SELECT attempt_id, "rows" FROM {qident(t)} WHERE {where}' for t in tables)
+        return self.query(sql, [value] * len(tables))
+
+    def committed_attempt(self, attempt_id: str) -> int | None:
+        """Rows the attempt wrote if it committed, else None."""
+        rows = self._markers("attempt_id = ?", attempt_id)
+        return int(rows[0][1]) if rows else None  # type: ignore[call-overload]
+
+    def committed_attempts(self, prefix: str) -> list[tuple[str, int]]:
+        """(attempt id, rows) of the committed attempts whose id starts with `prefix`."""
+        return [(str(a), int(n or 0)) for a, n in self._markers("starts_with(attempt_id, ?)", prefix)]  # type: ignore[call-overload]
 
 
 @dataclass
@@ -119,6 +150,8 @@ class Engine(Protocol):
     def write_batch(self, req: BatchRequest, cancel: CancelToken | None = None) -> dict[str, int]: ...
 
     def committed_attempt(self, attempt_id: str) -> int | None: ...
+
+    def committed_attempts(self, prefix: str) -> list[tuple[str, int]]: ...
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]: ...
 

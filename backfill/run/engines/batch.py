@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from ...spec.model import Table
-from .base import EngineError, one_line, partition_value, qident, qlist
+from .base import MARKER_COLUMNS, EngineError, one_line, partition_value, qident, qlist
 
 __all__ = ["BatchMember", "BatchRequest", "batch_error", "batch_insert", "batch_select", "count_sql", "marker_inserts",
            "marker_rows", "member_of_value", "per_member"]
@@ -95,9 +95,7 @@ def member_of_value(req: BatchRequest) -> dict[object, str]:
 
 
 def marker_rows(req: BatchRequest, rows: dict[str, int]) -> list[list[object]]:
-    now = datetime.now(UTC).replace(tzinfo=None)
-    return [[m.attempt_id, m.instance_id, req.table.name, m.ds, m.fingerprint, rows.get(m.ds, 0), now]
-            for m in req.members]
+    return [[m.attempt_id, rows.get(m.ds, 0)] for m in req.members]
 
 
 def marker_inserts(table: str, req: BatchRequest, rows: dict[str, int], ph: str,
@@ -107,7 +105,7 @@ def marker_inserts(table: str, req: BatchRequest, rows: dict[str, int], ph: str,
     out = []
     for start in range(0, len(values), chunk):
         part = values[start:start + chunk]
-        row = "(" + ", ".join([ph] * 7) + ")"
+        row = "(" + ", ".join([ph] * len(MARKER_COLUMNS)) + ")"
         out.append((f"INSERT INTO {table} VALUES " + ", ".join([row] * len(part)), [v for r in part for v in r]))
     return out
 

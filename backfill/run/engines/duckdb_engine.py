@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +23,7 @@ from .base import (
     MARKER_TABLE,
     CancelToken,
     EngineError,
+    MarkerReads,
     WriteCancelled,
     WriteRequest,
     duckdb_explain,
@@ -58,7 +58,7 @@ def _is_conflict(exc: Exception) -> bool:
     return isinstance(exc, duckdb.TransactionException) or "conflict" in str(exc).lower()
 
 
-class DuckDBEngine:
+class DuckDBEngine(MarkerReads):
     dialect = "duckdb"
 
     def __init__(self, path: str | Path, root: str | Path, *, read_only: bool = False,
@@ -151,14 +151,11 @@ class DuckDBEngine:
     def write_partition(self, req: WriteRequest, cancel: CancelToken | None = None) -> int:
         self._writable()
         value = partition_value(req.table, req.ds)
-        head = (f"INSERT INTO {qident(MARKER_TABLE)} VALUES ("
-                + "".join(sql_literal(v) + ", " for v in (req.attempt_id, req.instance_id, req.table.name, req.ds,
-                                                          req.fingerprint)))
+        head = f"INSERT INTO {qident(MARKER_TABLE)} VALUES ({sql_literal(req.attempt_id)}, "
 
         def body(run: Run) -> tuple[int, str]:
             rows = self._statements(req, value, run)
-            written = sql_literal(datetime.now(UTC).replace(tzinfo=None))
-            return rows, f"{head}{int(rows)}, {written})"  # the marker row, sent with the COMMIT
+            return rows, f"{head}{int(rows)})"  # the marker row, sent with the COMMIT
 
         return self._transaction(req.instance_id, req.table, cancel, body, lambda exc: write_error(req, exc),
                                  f"writing {req.table.name} partition {req.ds} failed: ")
@@ -240,10 +237,10 @@ class DuckDBEngine:
     def _statements(self, req: WriteRequest, value: object, run: Run) -> int:
         t, part = qident(req.table.name), qident(req.table.partition)
         columns, _ = selected_columns(req)
-        if req.fields is None:
-            run(f"DELETE FROM {t} WHERE {part} = {sql_literal(value)}")  # with the BEGIN: no parameter
-            out = run(f"INSERT INTO {t} ({qlist(columns)}, {part}) "
-                      f"SELECT {qlist(columns, 'src.')}, ? FROM ({select_body(req)}\n) AS src", [value])
+        if req.fields is None:  # one round trip with the BEGIN: our values as literals, no parameter
+            literal = sql_literal(value)
+            out = run(f"DELETE FROM {t} WHERE {part} = {literal}; INSERT INTO {t} ({qlist(columns)}, {part}) "
+                      f"SELECT {qlist(columns, 'src.')}, {literal} FROM ({select_body(req)}\n) AS src")
             return int(out[0][0])
         tmp = qident(f"_bf_src_{uuid.uuid4().hex}")
         run(f"CREATE TEMP TABLE {tmp} AS SELECT {qlist(columns, 'src.')} FROM ({select_body(req)}\n) AS src")
@@ -252,15 +249,6 @@ class DuckDBEngine:
         rows = int(run(f"SELECT count(*) FROM {tmp}")[0][0])
         run(f"DROP TABLE {tmp}")
         return rows
-
-    def committed_attempt(self, attempt_id: str) -> int | None:
-        try:
-            rows = self.query(f'SELECT "rows" FROM {qident(MARKER_TABLE)} WHERE attempt_id = ?', [attempt_id])
-        except EngineError:
-            if self.read_only:
-                return None  # no marker table in a warehouse nothing was written to
-            raise
-        return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         cur = self._cursor()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from .base import (
     MARKER_TABLE,
     CancelToken,
     EngineError,
+    MarkerReads,
     WriteCancelled,
     WriteRequest,
     duckdb_explain,
@@ -78,7 +78,7 @@ def write_failure(exc: Exception, token: CancelToken, limit: TimeLimit, label: s
     return otherwise
 
 
-class PostgresEngine:
+class PostgresEngine(MarkerReads):
     dialect = "postgres"
 
     def __init__(self, url: str, schema: str, root: str | Path, *, pool_size: int = 5,
@@ -212,10 +212,8 @@ class PostgresEngine:
                         rows = self._statements(req, value, columns, cur, duck, token)
                         _check(token, req)
                         # qualified: the template's SQL may have changed search_path for this transaction
-                        cur.execute(f"INSERT INTO {qident(self.schema)}.{qident(MARKER_TABLE)} "
-                                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                                    [req.attempt_id, req.instance_id, req.table.name, req.ds, req.fingerprint,
-                                     rows, datetime.now(UTC).replace(tzinfo=None)])
+                        cur.execute(f"INSERT INTO {qident(self.schema)}.{qident(MARKER_TABLE)} VALUES (%s, %s)",
+                                    [req.attempt_id, rows])
                         _check(token, req)
                     return rows
                 except (psycopg.Error, duckdb.Error) as exc:
@@ -262,16 +260,6 @@ class PostgresEngine:
         from .postgres_batch import pg_write_batch
 
         return pg_write_batch(self, req, cancel)
-
-    def committed_attempt(self, attempt_id: str) -> int | None:
-        try:
-            rows = self.query(f'SELECT "rows" FROM {qident(MARKER_TABLE)} WHERE attempt_id = %s',
-                              [attempt_id])
-        except EngineError:
-            if self.read_only:
-                return None
-            raise
-        return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         if params and "%s" not in sql:
