@@ -60,8 +60,8 @@ def test_execute_overhead_prints_its_table_at_a_tiny_size() -> None:
     assert "prefect: embedded: each apply starts its temporary server in the background" in out
     header = next(ln for ln in out.splitlines() if ln.startswith("path"))
     assert header.split()[:6] == ["path", "instances", "wall_s", "ms_per_instance", "x_baseline", "result"]
-    for label in ("baseline thread pool (4)", "engine.write_partition pool (4)", "apply_project (real path)",
-                  "  of which execution"):
+    for label in ("baseline thread pool (4)", "  + a marker row per write", "engine.write_partition pool (4)",
+                  "apply_project (real path)", "  of which execution"):
         cells = _row(out, label)
         assert cells[0] == "20", (label, cells)
         float(cells[1])
@@ -70,4 +70,5 @@ def test_execute_overhead_prints_its_table_at_a_tiny_size() -> None:
     assert "planning alone:" in out and "build_plans for 20 instances" in out
     assert "breakdown of apply:" in out and "inside execution:" in out
     two = r"[0-9.]+, [0-9.]+"
-    assert re.search(rf"runs \(s\): +baseline {two}; engine {two}; apply {two} \(median", out)
+    assert re.search(rf"runs \(s\): +baseline {two}; \+ marker {two}; engine {two}; apply {two} \(median", out)
+    assert re.search(r"apply over engine alone: [0-9.]+x .*the marker row alone costs the plain pool [0-9.]+x", out)

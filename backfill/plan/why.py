@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from ..spec.model import Project
 from ..state.fingerprints import template_fingerprint
 from ..state.ledger import ACTIVE, InstanceRow, Ledger
-from ..state.schema import T_INSTANCES, instance_row
+from ..state.schema import T_INSTANCES, instance_rows
 from .partition_ranges import expand as _expand
 from .partition_ranges import ranges_of
 
@@ -97,7 +97,7 @@ class _Ledger:
     def _select(self, *where: Any) -> list[InstanceRow]:
         q = sa.select(T_INSTANCES).where(*where).order_by(T_INSTANCES.c.position, T_INSTANCES.c.seq)
         with self.ledger.engine.connect() as conn:
-            found = [instance_row(r) for r in conn.execute(q)]
+            found = instance_rows(conn.execute(q))
         self.rows.update((r.id, r) for r in found)
         return found
 

@@ -29,9 +29,9 @@ from .schema import (
     T_PLANS,
     InstanceRow,
     connect,
+    instance_rows,
 )
-from .schema import instance_row as _row
-from .updates import chunks, write_updates
+from .updates import chunks, insert_many, write_updates
 
 __all__ = ["ACTIVE", "FINISHED", "SCHEMA_VERSION", "InstanceRow", "Ledger"]
 
@@ -135,10 +135,9 @@ class Ledger(LockTable, ClaimTable):
             ids = [r["id"] for r in rows]
             for chunk in chunks(ids, 500):
                 conn.execute(T_INSTANCES.delete().where(T_INSTANCES.c.id.in_(chunk)))
-            if rows:
-                conn.execute(T_INSTANCES.insert(), [
-                    {**r, "status": "pending", "attempts": 0, "held": False, "kill_requested": False,
-                     "updated_at": now} for r in rows])
+            insert_many(conn, T_INSTANCES, [
+                {**r, "status": "pending", "attempts": 0, "held": False, "kill_requested": False, "updated_at": now}
+                for r in rows])
 
     def mark_deleted_specs(self, present_keys: Iterable[str]) -> list[str]:
         """Backfills whose spec file is gone: flagged (history kept), and returned."""
@@ -167,7 +166,7 @@ class Ledger(LockTable, ClaimTable):
             q = q.where(T_INSTANCES.c.id.in_(list(ids)))
         q = q.order_by(T_INSTANCES.c.backfill, T_INSTANCES.c.seq)
         with self.engine.connect() as conn:
-            return [_row(r) for r in conn.execute(q)]
+            return instance_rows(conn.execute(q))
 
     def instance(self, instance_id: str) -> InstanceRow | None:
         found = self.instances(ids=[instance_id])

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..errors import UserError
 from .faults import translate_errors
 
-__all__ = ["ACTIVE", "FINISHED", "SCHEMA_VERSION", "InstanceRow", "connect", "ensure_schema", "instance_row"]
+__all__ = ["ACTIVE", "FINISHED", "SCHEMA_VERSION", "InstanceRow", "connect", "ensure_schema", "instance_rows"]
 
 SCHEMA_VERSION = 2
 FINISHED = ("success", "dry_run", "failed", "paused", "blocked", "killed")
@@ -155,20 +156,45 @@ class InstanceRow:
         return self.ended_at - self.started_at
 
 
-def instance_row(r: Any) -> InstanceRow:
-    return InstanceRow(
-        id=r.id, backfill=r.backfill, table=r.table_name, ds=r.ds, group=r.grp, position=r.position, seq=r.seq,
-        mode=r.mode, fields=tuple(json.loads(r.fields)) if r.fields else None,
-        linked=tuple(json.loads(r.linked)) if r.linked else (),
-        upstream=tuple(json.loads(r.upstream)), sql=r.sql, fingerprint=r.fingerprint,
-        table_fingerprint=r.table_fingerprint, status=r.status, attempts=r.attempts, started_at=r.started_at,
-        ended_at=r.ended_at, rows=r.rows, error=r.error, held=bool(r.held), kill_requested=bool(r.kill_requested),
-        template_fingerprint=r.template_fingerprint, run_id=r.run_id or None,
-        batch=r.batch, batch_sql=r.batch_sql, ranged=bool(r.ranged),
-        reads=json.loads(r.reads) if getattr(r, "reads", None) else None,
-        claimed_by=r.claimed_by, lease_until=r.lease_until,
-    )
+_JSON_EMPTY = {None: None, "": None, "[]": ()}
+_ROW_FIELDS = tuple(f.name for f in fields(InstanceRow))
+# InstanceRow field -> bf_instances column, where the names differ
+_COLUMN_OF = {"table": "table_name", "group": "grp"}
 
+
+def instance_rows(result: Iterable[Any]) -> list[InstanceRow]:
+    """InstanceRows of `select(T_INSTANCES)` rows (SQLAlchemy Rows, or a Result).
+
+    Thousands of rows are read before every run: each row's values are taken by position, and the
+    frozen dataclass is filled without its generated `__init__` (one `object.__setattr__` per field
+    cost more than the query)."""
+    rows = list(result)
+    if not rows:
+        return []
+    names = list(rows[0]._fields)
+    at = [names.index(_COLUMN_OF.get(f, f)) if _COLUMN_OF.get(f, f) in names else -1 for f in _ROW_FIELDS]
+    i_fields, i_linked, i_upstream, i_reads = (names.index(c) for c in ("fields", "linked", "upstream", "reads"))
+    i_held, i_kill, i_ranged, i_run = (names.index(c) for c in ("held", "kill_requested", "ranged", "run_id"))
+    new = object.__new__
+    out: list[InstanceRow] = []
+    for r in rows:
+        values = dict(zip(_ROW_FIELDS, [r[i] if i >= 0 else None for i in at], strict=True))
+        values["fields"] = _tuple(r[i_fields])
+        values["linked"] = _tuple(r[i_linked]) or ()
+        values["upstream"] = _tuple(r[i_upstream]) or ()
+        values["reads"] = json.loads(r[i_reads]) if r[i_reads] else None
+        values["held"], values["kill_requested"] = bool(r[i_held]), bool(r[i_kill])
+        values["ranged"], values["run_id"] = bool(r[i_ranged]), r[i_run] or None
+        row = new(InstanceRow)
+        row.__dict__.update(values)
+        out.append(row)
+    return out
+
+
+def _tuple(text: str | None) -> tuple[str, ...] | None:
+    if text in _JSON_EMPTY:
+        return _JSON_EMPTY[text]
+    return tuple(json.loads(text))  # type: ignore[arg-type]
 
 
 def connect(url: str, schema: str | None = None) -> Engine:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from .schema import T_ATTEMPTS, T_INSTANCES, T_PARTITIONS
 
-__all__ = ["chunks", "write_updates"]
+__all__ = ["chunks", "insert_many", "write_updates"]
 
 Keyed = tuple[str, dict[str, Any]]
 _COMPILED: dict[tuple[str, str, tuple[str, ...]], Any] = {}
@@ -81,7 +81,15 @@ def write_updates(conn: Connection, updates: Sequence[Mapping[str, Any]], writte
     return inserted
 
 
-def _many(conn: Connection, shape: str, keys: tuple[str, ...], build: Any, rows: list[dict[str, Any]]) -> None:
+def insert_many(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert `rows` (all with the same keys) into `table` with one executemany of tuples."""
+    if rows:
+        keys = tuple(rows[0])
+        _many(conn, f"insert:{table.name}", keys, lambda k: table.insert().values({c: sa.bindparam(c) for c in k}),
+              list(rows))
+
+
+def _many(conn: Connection, shape: str, keys: tuple[str, ...], build: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     """One executemany of the statement `build(keys)` makes, compiled once per shape and dialect."""
     key = (conn.dialect.name, shape, keys)
     compiled = _COMPILED.get(key)
@@ -91,7 +99,7 @@ def _many(conn: Connection, shape: str, keys: tuple[str, ...], build: Any, rows:
         names = compiled.positiontup
         conn.exec_driver_sql(compiled.string, [tuple(r[n] for n in names) for r in rows])
     else:
-        conn.exec_driver_sql(compiled.string, rows)
+        conn.exec_driver_sql(compiled.string, [dict(r) for r in rows])
 
 
 def _known_attempts(conn: Connection, ids: list[str]) -> set[str]:
