@@ -120,7 +120,7 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
             active = run.active_ids()
             with contextlib.suppress(Exception):  # a ledger that fails now is reported by the writer
                 if active:
-                    run.apply_flags(ledger.flags(active))
+                    run.apply_flags(ledger.flags(active, run.name))
                 if time.monotonic() - renewed > lease / 3:
                     ledger.renew(claimant, lease)
                     renewed = time.monotonic()

@@ -138,4 +138,4 @@ def _same_end(outcomes: dict[str, Outcome]) -> dict[str, Outcome]:
 
 def _end(run: BackfillRun, attempt: dict[str, Any], status: str, rows: int | None, error: str | None,
          log: list[str]) -> None:
-    run._attempt_end(attempt, status, rows, error, log)
+    run.writer.put(str(attempt["instance_id"]), None, attempt=run._attempt_end(attempt, status, rows, error, log))

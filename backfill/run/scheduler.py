@@ -51,6 +51,7 @@ class Outcome:
     error: str | None = None
     ended_at: float = field(default_factory=time.time)  # taken by the worker, before it frees its slot
     adopted: bool = False  # another runner executed it: its outcome was read from the ledger
+    attempt: Mapping[str, object] | None = None  # the last attempt's record, written with the outcome
 
 
 @dataclass
@@ -145,7 +146,9 @@ class BackfillRun:
         return [i for i, j in self.jobs.items() if j.status in ("waiting", "running")]
 
     # ------------------------------------------------------------------ status bookkeeping
-    def _set(self, job: _Job, status: str, record: bool = True, **values: object) -> None:
+    def _set(self, job: _Job, status: str, record: bool = True, attempt: Mapping[str, object] | None = None,
+             **values: object) -> None:
+        """`attempt`: an attempt's record, written in the same ledger change (one queue hand-off)."""
         if status == "blocked" and self.stop_reason:
             status, values = "killed", {**values, "error": self.stop_reason}
         with self._lock:  # group threads and worker threads both change statuses
@@ -180,7 +183,7 @@ class BackfillRun:
                 linked = [f for f in self._linked(job.row) if f not in fields]
                 partitions += [(job.row.table, job.row.ds, f, *fps) for f in linked]
         if record:
-            self.writer.put(job.row.id, vals, partitions=partitions)
+            self.writer.put(job.row.id, vals, attempt=attempt, partitions=partitions)
         if self.observer:
             self.observer(job.row, status, vals)
         if self.on_change:
@@ -385,7 +388,8 @@ class BackfillRun:
             self._inflight[job.row.group] -= 1
             for m in members:
                 out = outs[m.row.id]
-                self._set(m, out.status, record=not out.adopted, rows=out.rows, error=out.error, ended_at=out.ended_at)
+                self._set(m, out.status, record=not out.adopted, attempt=out.attempt if m is job else None,
+                          rows=out.rows, error=out.error, ended_at=out.ended_at)
 
     def _execute(self, job: _Job) -> Outcome:
         row = job.row
@@ -395,7 +399,6 @@ class BackfillRun:
             adopted = self.adopt([job])
             if adopted is not None:
                 return adopted[row.id]
-        self._set(job, "running", started_at=time.time())
         table = self.tables[row.table]
         attempts = self.retries + 1
         last_error = ""
@@ -406,7 +409,10 @@ class BackfillRun:
             attempt = {"id": attempt_id, "instance_id": row.id, "number": self.earlier_attempts.get(row.id, 0) + n,
                        "pid": os.getpid(),
                        "host": self._host, "started_at": started, "status": "running", "sql": row.sql}
-            self.writer.put(row.id, {"attempts": n}, attempt=attempt)
+            if n == 1:  # running, with its first attempt: one ledger change
+                self._set(job, "running", attempt=attempt, started_at=started, attempts=n)
+            else:
+                self.writer.put(row.id, {"attempts": n}, attempt=attempt)
             req = WriteRequest(table=table, ds=row.ds, sql=row.sql, fields=self._write_fields(row),
                                instance_id=row.id, attempt_id=attempt_id, fingerprint=row.fingerprint)
             try:
@@ -414,29 +420,28 @@ class BackfillRun:
             except WriteCancelled:
                 committed = self._committed(attempt_id)
                 if committed is not None:  # the interrupt came as it committed: the write is there
-                    self._attempt_end(attempt, "success", committed, None, log)
-                    return Outcome("success", rows=committed)
+                    return Outcome("success", rows=committed,
+                                   attempt=self._attempt_end(attempt, "success", committed, None, log))
                 reason = self._killed_because("killed by an operator")
                 log.append("killed: the running SQL was interrupted and rolled back"
                            + (f" ({self.stop_reason})" if self.stop_reason else ""))
-                self._attempt_end(attempt, "killed", None, reason, log)
-                return Outcome("killed", error=reason)
+                return Outcome("killed", error=reason, attempt=self._attempt_end(attempt, "killed", None, reason, log))
             except Exception as exc:  # noqa: BLE001 - the engine's error is the instance's error
                 committed = self._committed(attempt_id)
                 if committed is not None:  # the connection was lost after its COMMIT went through
-                    self._attempt_end(attempt, "success", committed, None, [*log, f"committed ({exc})"])
-                    return Outcome("success", rows=committed)
+                    return Outcome("success", rows=committed, attempt=self._attempt_end(
+                        attempt, "success", committed, None, [*log, f"committed ({exc})"]))
                 last_error = _one_line(exc)
                 log.append(f"failed: {last_error}")
                 log.append(traceback.format_exc(limit=3))
-                self._attempt_end(attempt, "failed", None, last_error, log)
+                ended = self._attempt_end(attempt, "failed", None, last_error, log)
                 if n < attempts and not job.token.cancelled:
+                    self.writer.put(row.id, None, attempt=ended)
                     time.sleep(self.retry_delay)
                     continue
-                return Outcome("failed", error=last_error)
+                return Outcome("failed", error=last_error, attempt=ended)
             log.append(f"wrote {rows} row(s) to {row.table} partition {row.ds} in {time.time() - started:.3f}s")
-            self._attempt_end(attempt, "success", rows, None, log)
-            return Outcome("success", rows=rows)
+            return Outcome("success", rows=rows, attempt=self._attempt_end(attempt, "success", rows, None, log))
         return Outcome("failed", error=last_error)  # pragma: no cover
 
     def _committed(self, attempt_id: str) -> int | None:
@@ -468,11 +473,12 @@ class BackfillRun:
         keep = set(row.fields) | set(self._linked(row))
         return tuple(f for f in table.field_names if f in keep and f not in table.primary_key)
 
-    def _attempt_end(self, attempt: dict[str, object], status: str, rows: int | None, error: str | None,
-                     log: list[str]) -> None:
-        done = {**attempt, "ended_at": time.time(), "status": status, "rows": rows, "error": error,
+    @staticmethod
+    def _attempt_end(attempt: dict[str, object], status: str, rows: int | None, error: str | None,
+                     log: list[str]) -> dict[str, object]:
+        """The attempt's final record: the outcome carries it to the ledger with the instance's status."""
+        return {**attempt, "ended_at": time.time(), "status": status, "rows": rows, "error": error,
                 "log": "\n".join(log)}
-        self.writer.put(str(attempt["instance_id"]), None, attempt=done)
 
 
 def _one_line(exc: BaseException) -> str:

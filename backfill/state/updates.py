@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -97,7 +98,9 @@ def _many(conn: Connection, shape: str, keys: tuple[str, ...], build: Any, rows:
         compiled = _COMPILED[key] = build(keys).compile(dialect=conn.dialect)
     if compiled.positional:
         names = compiled.positiontup
-        conn.exec_driver_sql(compiled.string, [tuple(r[n] for n in names) for r in rows])
+        pick = itemgetter(*names)  # one C call a row: a generator per row cost more than SQLite's insert
+        conn.exec_driver_sql(compiled.string, [pick(r) for r in rows] if len(names) > 1 else
+                             [(pick(r),) for r in rows])
     else:
         conn.exec_driver_sql(compiled.string, [dict(r) for r in rows])
 
