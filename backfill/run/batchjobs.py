@@ -17,11 +17,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..state.ledger import InstanceRow
+from .attempts import attempt_end
 from .engines.base import WriteCancelled
 from .engines.batch import BatchMember, BatchRequest
+from .jobs import Job, Outcome, one_line
 
 if TYPE_CHECKING:
-    from .scheduler import BackfillRun, Outcome, _Job
+    from .scheduler import BackfillRun
 
 __all__ = ["execute_batch", "form_units"]
 
@@ -68,9 +70,8 @@ def _unstartable(rows: Sequence[InstanceRow], batches: Mapping[str, list[Instanc
     return broken
 
 
-def execute_batch(run: BackfillRun, jobs: Sequence[_Job]) -> dict[str, Outcome]:
+def execute_batch(run: BackfillRun, jobs: Sequence[Job]) -> dict[str, Outcome]:
     """Write every member of a unit in one transaction, with retries; one outcome per member."""
-    from .scheduler import Outcome, _one_line
 
     lead = jobs[0]
     rows = [j.row for j in jobs]
@@ -112,7 +113,7 @@ def execute_batch(run: BackfillRun, jobs: Sequence[_Job]) -> dict[str, Outcome]:
                      [header, "killed: the running SQL was interrupted and rolled back"])
             return _same_end({r.id: Outcome("killed", error=reason) for r in rows})
         except Exception as exc:  # noqa: BLE001 - the engine's error is every member's error
-            last_error = _one_line(exc)
+            last_error = one_line(exc)
             for r in rows:
                 _end(run, records[r.id], "failed", None, last_error,
                      [header, f"failed: {last_error}", traceback.format_exc(limit=3)])
@@ -138,4 +139,4 @@ def _same_end(outcomes: dict[str, Outcome]) -> dict[str, Outcome]:
 
 def _end(run: BackfillRun, attempt: dict[str, Any], status: str, rows: int | None, error: str | None,
          log: list[str]) -> None:
-    run.writer.put(str(attempt["instance_id"]), None, attempt=run._attempt_end(attempt, status, rows, error, log))
+    run.writer.put(str(attempt["instance_id"]), None, attempt=attempt_end(attempt, status, rows, error, log))

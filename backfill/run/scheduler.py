@@ -17,50 +17,19 @@ import os
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from itertools import takewhile
 from typing import Any
 
 from ..spec.model import Table
 from ..state.ledger import InstanceRow
+from .attempts import execute_instance
 from .batchjobs import execute_batch, form_units
-from .engines.base import CancelToken, WriteCancelled, WriteRequest
+from .jobs import BAD, ENDED, GroupProgress, Job, Outcome
 from .writer import LedgerWriter
 
-__all__ = ["BackfillRun", "Outcome", "GroupProgress"]
-
-BAD = ("failed", "paused", "blocked", "killed")
-ENDED = ("success", "dry_run", *BAD)
-
-
-@dataclass
-class GroupProgress:
-    total: int = 0
-    done: int = 0
-    failed: int = 0
-    running: int = 0
-
-
-@dataclass
-class Outcome:
-    status: str
-    rows: int | None = None
-    error: str | None = None
-    ended_at: float = field(default_factory=time.time)  # taken by the worker, before it frees its slot
-    adopted: bool = False  # another runner executed it: its outcome was read from the ledger
-    attempt: Mapping[str, object] | None = None  # the last attempt's record, written with the outcome
-
-
-@dataclass
-class _Job:
-    row: InstanceRow
-    status: str = "waiting"
-    token: CancelToken = field(default_factory=CancelToken)
-    reserved: bool = False  # claimed for this runner before its turn (`reserve`): no claim when it starts
-
+__all__ = ["BAD", "ENDED", "BackfillRun", "GroupProgress", "Outcome"]
 
 class BackfillRun:
     """One execution of a backfill's pending instances."""
@@ -78,7 +47,7 @@ class BackfillRun:
         self.retries = retries
         self.retry_delay = retry_delay
         self.on_change = on_change
-        self.jobs = {r.id: _Job(r) for r in rows}
+        self.jobs = {r.id: Job(r) for r in rows}
         self.earlier_attempts: Mapping[str, int] = {}  # attempts recorded by earlier runs: numbering goes on
         self.groups: dict[int, list[str]] = {}
         for r in rows:
@@ -94,7 +63,7 @@ class BackfillRun:
         self._kill: set[str] = set()
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # notified on every status change
-        self._todo: dict[int, list[_Job]] = {}  # per started group, what has not started or settled
+        self._todo: dict[int, list[Job]] = {}  # per started group, what has not started or settled
         self._idle: set[int] = set()
         self._released: set[str] = set()
         self._bad_at: dict[int, int] = {}  # per group, the first position where something ended badly
@@ -146,7 +115,7 @@ class BackfillRun:
         return [i for i, j in self.jobs.items() if j.status in ("waiting", "running")]
 
     # ------------------------------------------------------------------ status bookkeeping
-    def _set(self, job: _Job, status: str, record: bool = True, attempt: Mapping[str, object] | None = None,
+    def _set(self, job: Job, status: str, record: bool = True, attempt: Mapping[str, object] | None = None,
              **values: object) -> None:
         """`attempt`: an attempt's record, written in the same ledger change (one queue hand-off)."""
         if status == "blocked" and self.stop_reason:
@@ -193,15 +162,6 @@ class BackfillRun:
         return row.linked
 
     # ------------------------------------------------------------------ execution
-    def start(self) -> None:
-        if self.claim is not None:  # other runners may share these instances: see `mark_waiting`
-            return
-        for job in self.jobs.values():
-            if job.row.status not in ("pending", "waiting"):
-                continue
-            self.writer.put(job.row.id, {"status": "waiting", "started_at": None, "ended_at": None,
-                                         "error": None, "rows": None})
-
     def run_group(self, group: int) -> dict[str, int]:
         """Run one group's instances: a date after the previous one of its group has ended, each
         instance (or batch) once every partition it reads that this apply writes is written.
@@ -216,7 +176,7 @@ class BackfillRun:
         with self._cond:
             self._todo[group] = todo
         while todo:
-            ready: list[_Job] = []
+            ready: list[Job] = []
             with self._cond:
                 while cursor < len(jobs) and jobs[cursor].status in ENDED:
                     cursor += 1
@@ -260,7 +220,7 @@ class BackfillRun:
         p = self.progress[group]
         return {"total": p.total, "done": p.done, "failed": p.failed}
 
-    def _reserve(self, todo: Sequence[_Job]) -> None:
+    def _reserve(self, todo: Sequence[Job]) -> None:
         """Claim the group's single instances to run now, in a few ledger writes instead of one per
         instance as each starts; what another runner holds is claimed (or followed) as it starts."""
         ids = [j.row.id for j in todo if j.row.mode == "run" and j.row.id not in self.units]
@@ -273,7 +233,7 @@ class BackfillRun:
         for i in mine:
             self.jobs[i].reserved = True
 
-    def _verdict(self, job: _Job) -> str | None:
+    def _verdict(self, job: Job) -> str | None:
         """'' when every upstream of the unit ended well; None while one may still; else why it is blocked."""
         waiting = False
         for u in self._waits_for(job):
@@ -318,17 +278,17 @@ class BackfillRun:
                 todo.clear()
         self._cond.notify_all()
 
-    def _members(self, job: _Job) -> list[_Job]:
+    def _members(self, job: Job) -> list[Job]:
         """The jobs a unit settles: a batch's members (its leader first), else the job alone."""
         return [self.jobs[m] for m in self.units.get(job.row.id, [job.row.id])]
 
-    def _waits_for(self, job: _Job) -> list[str]:
+    def _waits_for(self, job: Job) -> list[str]:
         """What a unit waits for: its members' upstream (in this run or another backfill's), outside the unit."""
         members = self.units.get(job.row.id, [job.row.id])
         ups = dict.fromkeys(u for m in members for u in self.jobs[m].row.upstream)
         return [u for u in ups if u not in members]
 
-    def _dispatch(self, job: _Job, inline: bool = False) -> Future[Any] | None:
+    def _dispatch(self, job: Job, inline: bool = False) -> Future[Any] | None:
         """Start an instance, or settle it at once (skip, dry-run, held, killed)."""
         iid = job.row.id
         members = self.units.get(iid)
@@ -352,10 +312,10 @@ class BackfillRun:
         elif job.row.mode == "dry_run":
             self._set(job, "dry_run", started_at=time.time())
         else:  # stays `waiting` until a worker of the max_parallel pool takes it
-            return self._submit(job, inline, self._execute, job)
+            return self._submit(job, inline, execute_instance, self, job)
         return None
 
-    def _submit(self, job: _Job, inline: bool, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    def _submit(self, job: Job, inline: bool, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """Run a unit on the pool (or here, `inline`) within the cap; its end settles its members and
         wakes the waiting groups."""
         with self._cond:
@@ -377,7 +337,7 @@ class BackfillRun:
         with self._slots:
             return fn(*args)
 
-    def _finish(self, job: _Job, fut: Future[Any]) -> None:
+    def _finish(self, job: Job, fut: Future[Any]) -> None:
         members = self._members(job)
         try:
             result = fut.result()
@@ -391,68 +351,7 @@ class BackfillRun:
                 self._set(m, out.status, record=not out.adopted, attempt=out.attempt if m is job else None,
                           rows=out.rows, error=out.error, ended_at=out.ended_at)
 
-    def _execute(self, job: _Job) -> Outcome:
-        row = job.row
-        if job.token.cancelled:
-            return Outcome("killed", error=self._killed_because("killed before it started"))
-        if self.claim is not None and not job.reserved and not self.claim([row.id]):
-            adopted = self.adopt([job])
-            if adopted is not None:
-                return adopted[row.id]
-        table = self.tables[row.table]
-        attempts = self.retries + 1
-        last_error = ""
-        for n in range(1, attempts + 1):
-            attempt_id = f"{self.run_id}:{row.id}:{n}"
-            started = time.time()
-            log = [f"{time.strftime('%Y-%m-%d %H:%M:%S')} attempt {n}/{attempts} of {row.id} ({self.where})"]
-            attempt = {"id": attempt_id, "instance_id": row.id, "number": self.earlier_attempts.get(row.id, 0) + n,
-                       "pid": os.getpid(),
-                       "host": self._host, "started_at": started, "status": "running", "sql": row.sql}
-            if n == 1:  # running, with its first attempt: one ledger change
-                self._set(job, "running", attempt=attempt, started_at=started, attempts=n)
-            else:
-                self.writer.put(row.id, {"attempts": n}, attempt=attempt)
-            req = WriteRequest(table=table, ds=row.ds, sql=row.sql, fields=self._write_fields(row),
-                               instance_id=row.id, attempt_id=attempt_id, fingerprint=row.fingerprint)
-            try:
-                rows = self.engine.write_partition(req, job.token)  # type: ignore[attr-defined]
-            except WriteCancelled:
-                committed = self._committed(attempt_id)
-                if committed is not None:  # the interrupt came as it committed: the write is there
-                    return Outcome("success", rows=committed,
-                                   attempt=self._attempt_end(attempt, "success", committed, None, log))
-                reason = self._killed_because("killed by an operator")
-                log.append("killed: the running SQL was interrupted and rolled back"
-                           + (f" ({self.stop_reason})" if self.stop_reason else ""))
-                return Outcome("killed", error=reason, attempt=self._attempt_end(attempt, "killed", None, reason, log))
-            except Exception as exc:  # noqa: BLE001 - the engine's error is the instance's error
-                committed = self._committed(attempt_id)
-                if committed is not None:  # the connection was lost after its COMMIT went through
-                    return Outcome("success", rows=committed, attempt=self._attempt_end(
-                        attempt, "success", committed, None, [*log, f"committed ({exc})"]))
-                last_error = _one_line(exc)
-                log.append(f"failed: {last_error}")
-                log.append(traceback.format_exc(limit=3))
-                ended = self._attempt_end(attempt, "failed", None, last_error, log)
-                if n < attempts and not job.token.cancelled:
-                    self.writer.put(row.id, None, attempt=ended)
-                    time.sleep(self.retry_delay)
-                    continue
-                return Outcome("failed", error=last_error, attempt=ended)
-            log.append(f"wrote {rows} row(s) to {row.table} partition {row.ds} in {time.time() - started:.3f}s")
-            return Outcome("success", rows=rows, attempt=self._attempt_end(attempt, "success", rows, None, log))
-        return Outcome("failed", error=last_error)  # pragma: no cover
-
-    def _committed(self, attempt_id: str) -> int | None:
-        """Rows of an attempt whose write committed although the call failed (its marker is there);
-        None when it did not commit or the warehouse cannot tell now (a failure stays a failure)."""
-        try:
-            return self.engine.committed_attempt(attempt_id)  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - unknown: the instance fails and runs again next time
-            return None
-
-    def adopt(self, jobs: Sequence[_Job]) -> dict[str, Outcome] | None:
+    def adopt(self, jobs: Sequence[Job]) -> dict[str, Outcome] | None:
         """Another runner holds the claim of these jobs (an instance, or a batch's members): wait for
         their outcomes in the ledger and write nothing; None when the claim was released without an
         outcome and is ours now (run them)."""
@@ -465,22 +364,3 @@ class BackfillRun:
                 return {i: Outcome(st[0], rows=st[1], error=st[2], adopted=True) for i, st in states.items()}
             if self.claim is not None and self.claim(ids):
                 return None
-
-    def _write_fields(self, row: InstanceRow) -> tuple[str, ...] | None:
-        if not row.fields:
-            return None
-        table = self.tables[row.table]
-        keep = set(row.fields) | set(self._linked(row))
-        return tuple(f for f in table.field_names if f in keep and f not in table.primary_key)
-
-    @staticmethod
-    def _attempt_end(attempt: dict[str, object], status: str, rows: int | None, error: str | None,
-                     log: list[str]) -> dict[str, object]:
-        """The attempt's final record: the outcome carries it to the ledger with the instance's status."""
-        return {**attempt, "ended_at": time.time(), "status": status, "rows": rows, "error": error,
-                "log": "\n".join(log)}
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}"[:2000]
