@@ -72,3 +72,13 @@ def test_execute_overhead_prints_its_table_at_a_tiny_size() -> None:
     two = r"[0-9.]+, [0-9.]+"
     assert re.search(rf"runs \(s\): +baseline {two}; \+ marker {two}; engine {two}; apply {two} \(median", out)
     assert re.search(r"apply over engine alone: [0-9.]+x .*the marker row alone costs the plain pool [0-9.]+x", out)
+
+
+def test_instructions_runs_each_step_it_counts_and_refuses_bad_sizes() -> None:
+    # what valgrind counts, run here without it (under valgrind each step takes a minute or more)
+    for step in ("baseline", "marker", "engine", "apply"):
+        _run("instructions.py", "--one", step, "--instances", "4", timeout=300)
+    proc = subprocess.run([sys.executable, str(BENCH / "instructions.py"), "--small", "5", "--large", "3"],
+                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "--small and --large must satisfy 1 <= small < large" in proc.stderr
