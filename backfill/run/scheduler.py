@@ -24,6 +24,7 @@ from typing import Any
 
 from ..spec.model import Table
 from ..state.ledger import InstanceRow
+from . import gates
 from .attempts import execute_instance
 from .batchjobs import execute_batch, form_units
 from .jobs import BAD, ENDED, GroupProgress, Job, Outcome
@@ -191,7 +192,7 @@ class BackfillRun:
                 if self._released:
                     front += [j for j in todo if j.row.id in self._released and j.row.position != gate]
                 for job in front:
-                    verdict = self._verdict(job)
+                    verdict = gates.verdict(self, job)
                     if verdict is None:
                         continue
                     if verdict:
@@ -202,8 +203,8 @@ class BackfillRun:
                     todo.remove(job)
                 if not ready and todo:
                     self._idle.add(group)
-                    if self._stuck():
-                        self._release()
+                    if gates.stuck(self):
+                        gates.release(self)
                     else:
                         self._cond.wait(0.5)
                     self._idle.discard(group)
@@ -233,60 +234,12 @@ class BackfillRun:
         for i in mine:
             self.jobs[i].reserved = True
 
-    def _verdict(self, job: Job) -> str | None:
-        """'' when every upstream of the unit ended well; None while one may still; else why it is blocked."""
-        waiting = False
-        for u in self._waits_for(job):
-            other = self.jobs.get(u)
-            status = other.status if other is not None else self.external.get(u, "success")
-            away = other is None and self.upstream_elsewhere and u in (found := self.outside_of([u]))
-            if away:  # of this apply, run by another process: its status is in the ledger
-                status = found[u][0]
-            if status in BAD:
-                return f"upstream {u} {status}"
-            if status in ("success", "dry_run"):
-                continue
-            if other is None and not self.wait_external and not away:  # it ran before this backfill or never will
-                return f"upstream {u} {status}: it has not run before this backfill"
-            waiting = True
-        return None if waiting else ""
-
     def outside_of(self, ids: Sequence[str]) -> Mapping[str, tuple[str, int | None, str | None]]:
         return self.outside(ids) if self.outside is not None else {}
-
-    def _stuck(self) -> bool:
-        """Every group that has started waits and nothing runs: only a release makes progress."""
-        if len(self._todo) < len(self.groups):  # a group that has not started yet may still run upstream
-            return False
-        active = {g for g, todo in self._todo.items() if todo}
-        if not (bool(active) and active <= self._idle and not any(self._inflight.values())):
-            return False
-        # waiting for an upstream another process runs is progress elsewhere, not a cycle
-        return not (self.upstream_elsewhere and any(
-            any(u not in self.jobs for u in self._waits_for(j)) and self._verdict(j) is None
-            for todo in self._todo.values() for j in todo))
-
-    def _release(self) -> None:
-        ready = [j for todo in self._todo.values() for j in todo if self._verdict(j) == ""]
-        if ready:
-            self._released.update(j.row.id for j in ready)
-        else:  # a cycle of reads (validate refuses them): never wait forever
-            for todo in self._todo.values():
-                for job in todo:
-                    for member in self._members(job):
-                        self._set(member, "blocked", error="its upstream can never run: the reads form a cycle")
-                todo.clear()
-        self._cond.notify_all()
 
     def _members(self, job: Job) -> list[Job]:
         """The jobs a unit settles: a batch's members (its leader first), else the job alone."""
         return [self.jobs[m] for m in self.units.get(job.row.id, [job.row.id])]
-
-    def _waits_for(self, job: Job) -> list[str]:
-        """What a unit waits for: its members' upstream (in this run or another backfill's), outside the unit."""
-        members = self.units.get(job.row.id, [job.row.id])
-        ups = dict.fromkeys(u for m in members for u in self.jobs[m].row.upstream)
-        return [u for u in ups if u not in members]
 
     def _dispatch(self, job: Job, inline: bool = False) -> Future[Any] | None:
         """Start an instance, or settle it at once (skip, dry-run, held, killed)."""
