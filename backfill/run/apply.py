@@ -104,7 +104,6 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
                       max_parallel=project.max_parallel)
     runs.append(run)
     attach_claims(run, ledger, claimant, lease)
-    run.apply_flags({r.id: (r.held, r.kill_requested) for r in rows})  # kills and pauses asked before it started
     run.earlier_attempts = ledger.attempt_counts([r.id for r in rows])
     outside = sorted({u for r in rows for u in r.upstream} - {r.id for r in rows})
     run.external = {i: status for i, (status, _, _) in ledger.outcomes(outside).items()}
@@ -120,7 +119,7 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
             active = run.active_ids()
             with contextlib.suppress(Exception):  # a ledger that fails now is reported by the writer
                 if active:
-                    run.apply_flags(ledger.flags(active, run.name))
+                    run.apply_flags(ledger.flags(run.name, active))
                 if time.monotonic() - renewed > lease / 3:
                     ledger.renew(claimant, lease)
                     renewed = time.monotonic()

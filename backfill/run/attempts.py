@@ -73,6 +73,7 @@ def execute_instance(run: BackfillRun, job: Job) -> Outcome:
         return Outcome("success", rows=rows, attempt=attempt_end(attempt, "success", rows, None, log))
     return Outcome("failed", error=last_error)  # pragma: no cover
 
+
 def committed(run: BackfillRun, attempt_id: str) -> int | None:
     """Rows of an attempt whose write committed although the call failed (its marker is there);
     None when it did not commit or the warehouse cannot tell now (a failure stays a failure)."""

@@ -60,7 +60,6 @@ def backfill_group(project: str, backfill: str, group: int, apply_id: str, paral
                          f"on {socket.gethostname()}")
             attach_claims(run, ledger, claimant, lease)
             run.upstream_elsewhere = True  # other groups and backfills of this apply run in other flow runs
-            run.apply_flags(ledger.flags([r.id for r in rows], run.name))
             run.earlier_attempts = ledger.attempt_counts([r.id for r in rows])
             outside = sorted({u for r in rows for u in r.upstream} - {r.id for r in rows})
             run.external = {r.id: r.status for n in range(0, len(outside), 500)
@@ -72,7 +71,7 @@ def backfill_group(project: str, backfill: str, group: int, apply_id: str, paral
                 while not stop.wait(0.5):
                     active = run.active_ids()
                     if active:
-                        run.apply_flags(ledger.flags(active, run.name))
+                        run.apply_flags(ledger.flags(run.name, active))
                     if time.monotonic() - renewed > lease / 3:
                         ledger.renew(claimant, lease)
                         renewed = time.monotonic()

@@ -82,6 +82,8 @@ class BackfillRun:
         self.outside: Callable[[Sequence[str]], Mapping[str, tuple[str, int | None, str | None]]] | None = None
         self.observer: Callable[[InstanceRow, str, Mapping[str, object]], None] | None = None
         self.upstream_elsewhere = False  # True: upstream of this apply may run in other processes (`outside`)
+        # kills and pauses an operator asked for before the run started; later ones come from polling
+        self.apply_flags({r.id: (r.held, r.kill_requested) for r in rows if r.held or r.kill_requested})
 
     # ------------------------------------------------------------------ steering from other terminals
     def apply_flags(self, flags: Mapping[str, tuple[bool, bool]]) -> None:

@@ -215,28 +215,16 @@ class Ledger(LockTable, ClaimTable):
                     updated_at=time.time(), **values)).rowcount or 0
         return n
 
-    def flags(self, ids: Sequence[str], backfill: str | None = None) -> dict[str, tuple[bool, bool]]:
-        """instance id -> (held, kill_requested), for the executor's polling. With `backfill` (the one
-        the ids belong to), one indexed query reads only its flagged instances: polled twice a second
-        during a run, an IN list of thousands of ids cost more than the run's own ledger writes."""
-        if backfill is not None:
-            flagged = self._flagged(backfill)
-            return {i: flagged.get(i, (False, False)) for i in ids}
-        out: dict[str, tuple[bool, bool]] = {}
-        with self.engine.connect() as conn:
-            for chunk in chunks(list(ids), 500):
-                for i, held, kill in conn.execute(sa.select(T_INSTANCES.c.id, T_INSTANCES.c.held,
-                                                            T_INSTANCES.c.kill_requested)
-                                                  .where(T_INSTANCES.c.id.in_(chunk))):
-                    out[i] = (bool(held), bool(kill))
-        return out
-
-    def _flagged(self, backfill: str) -> dict[str, tuple[bool, bool]]:
+    def flags(self, backfill: str, ids: Sequence[str]) -> dict[str, tuple[bool, bool]]:
+        """instance id -> (held, kill_requested) of `ids`, instances of `backfill`, for the executor's
+        polling: one indexed query reads only the backfill's flagged instances (polled twice a second
+        during a run, an IN list of thousands of ids cost more than the run's own ledger writes)."""
         t = T_INSTANCES.c
         q = sa.select(t.id, t.held, t.kill_requested).where(
             t.backfill == sa.bindparam("b"), sa.or_(t.held == sa.true(), t.kill_requested == sa.true()))
         with self.engine.connect() as conn:
-            return {str(i): (bool(h), bool(k)) for i, h, k in conn.execute(q, {"b": backfill})}
+            flagged = {str(i): (bool(h), bool(k)) for i, h, k in conn.execute(q, {"b": backfill})}
+        return {i: flagged.get(i, (False, False)) for i in ids}
 
     def partition_states(self, table: str | None = None) -> list[tuple[str, str, str, str | None]]:
         """(table, ds, field, template fingerprint or None) of every recorded partition."""
