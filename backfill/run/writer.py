@@ -8,9 +8,9 @@ the warehouse's own write markers.
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -30,7 +30,10 @@ class LedgerWriter:
         self.on_error = on_error  # told once, from the writer's thread, when the ledger cannot be written
         self.interval = interval
         self.max_batch = max_batch
-        self._queue: queue.Queue[Mapping[str, Any] | None] = queue.Queue()
+        # appended to by the run's threads without waking anyone: the writer takes all of it every
+        # `interval` (a hand-off per status change cost a thread wake-up and lock traffic each)
+        self._queue: deque[Mapping[str, Any]] = deque()
+        self._closing = threading.Event()
         self._error: BaseException | None = None
         self._attempts: set[str] = set()
         self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
@@ -40,28 +43,15 @@ class LedgerWriter:
             partitions: Sequence[tuple[str | None, ...]] | None = None) -> None:
         if self._error is not None:  # the run is being stopped; close() reports the error
             return
-        self._queue.put({"id": instance_id, "values": values, "attempt": attempt, "partitions": partitions})
+        self._queue.append({"id": instance_id, "values": values, "attempt": attempt, "partitions": partitions})
 
     def _loop(self) -> None:
         stop = False
         while not stop:
-            batch: list[Mapping[str, Any]] = []
-            item = self._queue.get()
-            if item is None:
-                stop = True
-            else:
-                batch.append(item)
-            try:
-                while not stop and len(batch) < self.max_batch:
-                    nxt = self._queue.get(timeout=self.interval)
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-            except queue.Empty:
-                pass
-            if batch and self._error is None:
-                self._write(batch)
+            stop = self._closing.wait(self.interval)
+            while self._queue and self._error is None:  # in order, at most max_batch a transaction
+                take = min(len(self._queue), self.max_batch)
+                self._write([self._queue.popleft() for _ in range(take)])
 
     def _write(self, batch: list[Mapping[str, Any]]) -> None:
         for n in range(self.RETRIES + 1):
@@ -88,7 +78,7 @@ class LedgerWriter:
 
     def close(self) -> None:
         """Write everything queued, then stop."""
-        self._queue.put(None)
+        self._closing.set()
         self._thread.join()
         if isinstance(self._error, UserError):
             raise self._error
