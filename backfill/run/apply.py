@@ -29,7 +29,7 @@ from ..plan.workspace import (
 from ..spec.model import Project
 from ..state.claims import lease_seconds, process_claimant
 from ..state.ledger import Ledger
-from . import tempserver
+from . import heap, tempserver
 from .claiming import attach_claims, ended_flow_runs
 from .decide import decide
 from .executor import Executor
@@ -124,6 +124,7 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
                     ledger.renew(claimant, lease)
                     renewed = time.monotonic()
 
+    heap.settle()  # the rows and the run's jobs live until it ends
     poller = threading.Thread(target=poll, name="ledger-poll", daemon=True)
     poller.start()
     STOP.attach(run)
@@ -151,6 +152,7 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
     return report
 
 
+@heap.frozen_heap()
 def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | None = None,
                   lock_timeout: float = 0.0, today: date | None = None,
                   say: Callable[[str], None] = print,
@@ -263,6 +265,7 @@ def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRe
         engine.close()
 
 
+@heap.frozen_heap()
 def run_again(root: Path, name: str, ids: Sequence[str], lock_timeout: float = 0.0,
               say: Callable[[str], None] = print,
               on_change: Callable[[str, str, str], None] | None = None) -> BackfillReport:
