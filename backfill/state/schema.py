@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -165,36 +166,44 @@ _COLUMN_OF = {"table": "table_name", "group": "grp"}
 def instance_rows(result: Iterable[Any]) -> list[InstanceRow]:
     """InstanceRows of `select(T_INSTANCES)` rows (SQLAlchemy Rows, or a Result).
 
-    Thousands of rows are read before every run: each row's values are taken by position, and the
-    frozen dataclass is filled without its generated `__init__` (one `object.__setattr__` per field
-    cost more than the query)."""
+    Thousands of rows are read before every run: each row's values are taken by position in one
+    `itemgetter` call; a JSON column is decoded once per distinct text (most rows of a backfill share
+    them: the decoded values are shared, and read only); the frozen dataclass is filled without its
+    generated `__init__` (one `object.__setattr__` per field cost more than the query)."""
     rows = list(result)
     if not rows:
         return []
     names = list(rows[0]._fields)
-    at = [names.index(_COLUMN_OF.get(f, f)) if _COLUMN_OF.get(f, f) in names else -1 for f in _ROW_FIELDS]
+    columns = [_COLUMN_OF.get(f, f) for f in _ROW_FIELDS]
+    present = [f for f, c in zip(_ROW_FIELDS, columns, strict=True) if c in names]
+    pick = itemgetter(*(names.index(c) for c in columns if c in names))
     i_fields, i_linked, i_upstream, i_reads = (names.index(c) for c in ("fields", "linked", "upstream", "reads"))
     i_held, i_kill, i_ranged, i_run = (names.index(c) for c in ("held", "kill_requested", "ranged", "run_id"))
+    absent = dict.fromkeys(f for f in _ROW_FIELDS if f not in present)
+    lists: dict[str | None, tuple[str, ...] | None] = dict(_JSON_EMPTY)
+    reads: dict[str | None, Any] = {None: None, "": None}
     new = object.__new__
     out: list[InstanceRow] = []
     for r in rows:
-        values = dict(zip(_ROW_FIELDS, [r[i] if i >= 0 else None for i in at], strict=True))
-        values["fields"] = _tuple(r[i_fields])
-        values["linked"] = _tuple(r[i_linked]) or ()
-        values["upstream"] = _tuple(r[i_upstream]) or ()
-        values["reads"] = json.loads(r[i_reads]) if r[i_reads] else None
+        values = dict(zip(present, pick(r), strict=True))
+        if absent:
+            values.update(absent)
+        texts = r[i_fields], r[i_linked], r[i_upstream], r[i_reads]
+        for text in texts[:3]:
+            if text not in lists:
+                lists[text] = tuple(json.loads(text))
+        if texts[3] not in reads:
+            reads[texts[3]] = json.loads(texts[3])
+        values["fields"] = lists[texts[0]]
+        values["linked"] = lists[texts[1]] or ()
+        values["upstream"] = lists[texts[2]] or ()
+        values["reads"] = reads[texts[3]]  # read only, shared by the rows of the same text
         values["held"], values["kill_requested"] = bool(r[i_held]), bool(r[i_kill])
         values["ranged"], values["run_id"] = bool(r[i_ranged]), r[i_run] or None
         row = new(InstanceRow)
         row.__dict__.update(values)
         out.append(row)
     return out
-
-
-def _tuple(text: str | None) -> tuple[str, ...] | None:
-    if text in _JSON_EMPTY:
-        return _JSON_EMPTY[text]
-    return tuple(json.loads(text))  # type: ignore[arg-type]
 
 
 def connect(url: str, schema: str | None = None) -> Engine:
