@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from itertools import takewhile
 from typing import Any
 
@@ -243,7 +243,7 @@ class BackfillRun:
         """The jobs a unit settles: a batch's members (its leader first), else the job alone."""
         return [self.jobs[m] for m in self.units.get(job.row.id, [job.row.id])]
 
-    def _dispatch(self, job: Job, inline: bool = False) -> Future[Any] | None:
+    def _dispatch(self, job: Job, inline: bool = False) -> None:
         """Start an instance, or settle it at once (skip, dry-run, held, killed)."""
         iid = job.row.id
         members = self.units.get(iid)
@@ -256,9 +256,9 @@ class BackfillRun:
                     why = self._killed_because("killed before it started") if killed else \
                         f"paused by an operator (with its batch {job.row.batch}); `backfill resume` runs it"
                     self._set(self.jobs[m], "killed" if killed else "paused", error=why)
-                return None
-            return self._submit(job, inline, execute_batch, self, self._members(job))
-        if killed:
+            else:
+                self._submit(job, inline, execute_batch, self, self._members(job))
+        elif killed:
             self._set(job, "killed", error=self._killed_because("killed before it started"))
         elif job.row.mode == "skip":
             self._set(job, "paused", error="skip execution: not run (Skip Execution)")
@@ -267,36 +267,30 @@ class BackfillRun:
         elif job.row.mode == "dry_run":
             self._set(job, "dry_run", started_at=time.time())
         else:  # stays `waiting` until a worker of the max_parallel pool takes it
-            return self._submit(job, inline, execute_instance, self, job)
-        return None
+            self._submit(job, inline, execute_instance, self, job)
 
-    def _submit(self, job: Job, inline: bool, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    def _submit(self, job: Job, inline: bool, fn: Callable[..., Any], *args: Any) -> None:
         """Run a unit on the pool (or here, `inline`) within the cap; its end settles its members and
         wakes the waiting groups."""
         with self._cond:
             g = job.row.group
             self._inflight[g] = self._inflight.get(g, 0) + 1
-        if not inline:
+        if inline:
+            self._finish(job, lambda: self._slotted(fn, *args))
+        else:
             pooled = self.pool.submit(self._slotted, fn, *args)
-            pooled.add_done_callback(lambda f, job=job: self._finish(job, f))  # type: ignore[misc]
-            return pooled
-        here: Future[Any] = Future()
-        try:
-            here.set_result(self._slotted(fn, *args))
-        except BaseException as exc:  # noqa: BLE001 - settled as the pool's would be
-            here.set_exception(exc)
-        self._finish(job, here)
-        return here
+            pooled.add_done_callback(lambda f, job=job: self._finish(job, f.result))  # type: ignore[misc]
 
     def _slotted(self, fn: Callable[..., Any], *args: Any) -> Any:
         with self._slots:
             return fn(*args)
 
-    def _finish(self, job: Job, fut: Future[Any]) -> None:
+    def _finish(self, job: Job, result: Callable[[], Any]) -> None:
+        """Settle a unit's members from `result()`: the unit's outcome(s), or the exception it raised."""
         members = self._members(job)
         try:
-            result = fut.result()
-            outs = result if isinstance(result, dict) else {job.row.id: result}
+            got = result()
+            outs = got if isinstance(got, dict) else {job.row.id: got}
         except BaseException as exc:  # noqa: BLE001 - an instance never takes the run down
             outs = {m.row.id: Outcome("failed", error=f"{type(exc).__name__}: {exc}") for m in members}
         with self._cond:
