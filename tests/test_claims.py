@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,9 +26,10 @@ def table() -> Table:
                  template=Template(SQL, "x.sql"), spec_file="tables/t.yaml", granularity="day")
 
 
-def ledger_with(tmp_path: Path, dates: list[str] = DATES) -> Ledger:
+def ledger_with(tmp_path: Path, dates: list[str] = DATES, groups: int = 1) -> Ledger:
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'state.db'}")
-    rows = [{"id": f"bf/t/{ds}", "backfill": "bf", "table_name": "t", "ds": ds, "grp": 1, "position": n, "seq": n,
+    rows = [{"id": f"bf/t/{ds}", "backfill": "bf", "table_name": "t", "ds": ds, "grp": 1 + n % groups,
+             "position": n // groups, "seq": n,
              "mode": "run", "fields": None, "linked": None, "upstream": "[]", "sql": SQL, "fingerprint": "fp",
              "table_fingerprint": "tfp", "run_id": "", "template_fingerprint": "x", "batch": None,
              "batch_sql": None, "ranged": None, "reads": "{}"} for n, ds in enumerate(dates)]
@@ -108,5 +110,48 @@ def test_a_run_claims_ahead_and_follows_what_another_runner_holds(tmp_path: Path
     assert [r.status for r in final] == ["success"] * 6
     assert all(r.claimed_by is None and r.lease_until is None for r in final)
     assert ApplyRecords(ledger).live_claims() == []
+    engine.close()
+    ledger.close()
+
+
+def test_a_run_reserves_every_group_ahead_in_one_go(tmp_path: Path) -> None:
+    """Before its groups start, a run claims all their single instances with one reservation; the
+    groups then claim nothing more as they start or as each instance starts."""
+    ledger = ledger_with(tmp_path, groups=2)
+    ids = [f"bf/t/{ds}" for ds in DATES]
+    engine = DuckDBEngine("w.duckdb", tmp_path)
+    t = table()
+    engine.ensure_tables([t])
+    writer = LedgerWriter(ledger, interval=0.01)
+    pool = ThreadPoolExecutor(max_workers=2)
+    ApplyRecords(ledger).claim(ids, "run1")
+    run = BackfillRun("bf", ledger.instances(ids=ids), {"t": t}, engine, writer, pool, "run1", max_parallel=2)
+    attach_claims(run, ledger, "me", 60)
+    reserved: list[list[str]] = []
+    claimed: list[list[str]] = []
+    real_reserve, real_claim = run.reserve, run.claim
+    assert real_reserve is not None and real_claim is not None
+
+    def reserving(some: Sequence[str]) -> set[str]:
+        reserved.append(list(some))
+        return real_reserve(some)
+
+    def claiming(some: Sequence[str]) -> bool:
+        claimed.append(list(some))
+        return real_claim(some)
+
+    run.reserve, run.claim = reserving, claiming
+    run.reserve_ahead()
+    assert [sorted(r) for r in reserved] == [sorted(ids)]
+    assert all(r.claimed_by == "me" and r.status == "waiting" for r in ledger.instances(ids=ids))
+    with ThreadPoolExecutor(max_workers=2) as groups:
+        counts = list(groups.map(run.run_group, [1, 2]))
+    pool.shutdown()
+    writer.close()
+    assert counts == [{"total": 3, "done": 3, "failed": 0}] * 2
+    assert len(reserved) == 1 and claimed == []  # the groups reserved nothing again, claimed nothing
+    final = ledger.instances(ids=ids)
+    assert [r.status for r in final] == ["success"] * 6
+    assert all(r.claimed_by is None for r in final)
     engine.close()
     ledger.close()

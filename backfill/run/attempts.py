@@ -10,6 +10,7 @@ import traceback
 from typing import TYPE_CHECKING
 
 from ..state.ledger import InstanceRow
+from .claiming import adopt
 from .engines.base import WriteCancelled, WriteRequest
 from .jobs import Job, Outcome, one_line
 
@@ -25,7 +26,7 @@ def execute_instance(run: BackfillRun, job: Job) -> Outcome:
     if job.token.cancelled:
         return Outcome("killed", error=run._killed_because("killed before it started"))
     if run.claim is not None and not job.reserved and not run.claim([row.id]):
-        adopted = run.adopt([job])
+        adopted = adopt(run, [job])
         if adopted is not None:
             return adopted[row.id]
     table = run.tables[row.table]
@@ -88,7 +89,7 @@ def write_fields(run: BackfillRun, row: InstanceRow) -> tuple[str, ...] | None:
     if not row.fields:
         return None
     table = run.tables[row.table]
-    keep = set(row.fields) | set(run._linked(row))
+    keep = set(row.fields) | set(row.linked)
     return tuple(f for f in table.field_names if f in keep and f not in table.primary_key)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..state.ledger import InstanceRow
 from .attempts import attempt_end
+from .claiming import adopt
 from .engines.base import WriteCancelled
 from .engines.batch import BatchMember, BatchRequest
 from .jobs import Job, Outcome, one_line
@@ -78,7 +79,7 @@ def execute_batch(run: BackfillRun, jobs: Sequence[Job]) -> dict[str, Outcome]:
     if lead.token.cancelled:
         return {r.id: Outcome("killed", error=run._killed_because("killed before it started")) for r in rows}
     if run.claim is not None and not run.claim([r.id for r in rows]):  # claimed all together, or followed
-        adopted = run.adopt(jobs)
+        adopted = adopt(run, jobs)
         if adopted is not None:
             return adopted
     began = time.time()  # one span for the whole unit

@@ -4,12 +4,14 @@ ledger, and the flow runs whose claims are void are asked of the Prefect server.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from ..state.ledger import Ledger
+from .jobs import Job, Outcome
 
-__all__ = ["attach_claims", "ended_flow_runs"]
+__all__ = ["adopt", "attach_claims", "ended_flow_runs"]
 
 
 def ended_flow_runs(ids: Sequence[str]) -> set[str]:
@@ -30,3 +32,18 @@ def attach_claims(run: Any, ledger: Ledger, claimant: str, lease: float) -> None
         mine = {i for i, r in ledger.run_ids(ids).items() if r == run.run_id}
         return {i: st for i, st in ledger.statuses(sorted(mine)).items()}
     run.outside = outside
+
+
+def adopt(run: Any, jobs: Sequence[Job]) -> dict[str, Outcome] | None:
+    """Another runner holds the claim of these jobs (an instance, or a batch's members): wait for
+    their outcomes in the ledger and write nothing; None when the claim was released without an
+    outcome and is ours now (run them)."""
+    ids = [j.row.id for j in jobs]
+    while True:
+        time.sleep(0.5)
+        found = run.outside_of(ids)
+        states = {i: found.get(i, ("failed", None, "claimed by another run")) for i in ids}
+        if all(st[0] not in ("pending", "waiting", "running") for st in states.values()):
+            return {i: Outcome(st[0], rows=st[1], error=st[2], adopted=True) for i, st in states.items()}
+        if run.claim is not None and run.claim(ids):
+            return None

@@ -42,6 +42,7 @@ def run_groups(run: BackfillRun, project: str = "", reporter: Reporter | None = 
     if reporter is not None:
         reporter.begin(run, project)
         run.observer = reporter.observer(run)
+    run.reserve_ahead()
 
     def one(group: int) -> dict[str, int]:
         try:
