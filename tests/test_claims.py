@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from backfill.run.claiming import attach_claims
+from backfill.run.claiming import attach_claims, tend
 from backfill.run.engines.duckdb_engine import DuckDBEngine
 from backfill.run.records import ApplyRecords
 from backfill.run.scheduler import BackfillRun
@@ -154,4 +154,50 @@ def test_a_run_reserves_every_group_ahead_in_one_go(tmp_path: Path) -> None:
     assert [r.status for r in final] == ["success"] * 6
     assert all(r.claimed_by is None for r in final)
     engine.close()
+    ledger.close()
+
+
+class _FailsOnce(Ledger):
+    """A real ledger whose first lease renewal and first flag read fail, as a dropped connection would."""
+
+    failed: set[str]
+
+    def renew(self, claimant: str, lease: float) -> int:
+        if "renew" not in self.failed:
+            self.failed.add("renew")
+            raise ConnectionError("the ledger went away")
+        return super().renew(claimant, lease)
+
+    def flags(self, backfill: str, ids: Sequence[str]) -> dict[str, tuple[bool, bool]]:
+        if "flags" not in self.failed:
+            self.failed.add("flags")
+            raise ConnectionError("the ledger went away")
+        return super().flags(backfill, ids)
+
+
+def test_tending_goes_on_after_the_ledger_failed_once(tmp_path: Path) -> None:
+    """Leases keep being renewed, and operator flags keep being applied, after a ledger error: a lease
+    left to expire would let the next apply take instances that are still running."""
+    ledger_with(tmp_path).close()
+    ledger = _FailsOnce.open(f"sqlite:///{tmp_path / 'state.db'}")
+    ledger.failed = set()
+    ids = [f"bf/t/{ds}" for ds in DATES]
+    reserved_at = time.time()
+    assert ledger.reserve(ids, "me", 0.9) == set(ids)
+    ledger.set_flags([ids[0]], held=True)
+    run = BackfillRun("bf", ledger.instances(ids=ids), {"t": table()}, None, None, None, "run1")  # type: ignore[arg-type]
+    stop = threading.Event()
+    thread = tend(run, ledger, "me", 0.9, stop)
+
+    def renewed() -> bool:  # after the failed renewal: later than the reservation's own lease
+        return all((r.lease_until or 0) > reserved_at + 1.0 for r in ledger.instances(ids=ids))
+
+    deadline = time.monotonic() + 30
+    while not (run._held and renewed()) and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    thread.join()
+    assert ledger.failed == {"renew", "flags"}
+    assert run._held == {ids[0]}  # applied at a later turn
+    assert renewed()
     ledger.close()

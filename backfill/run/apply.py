@@ -7,7 +7,6 @@ as a Prefect flow, summarise). What a dead apply left behind is settled first.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
@@ -30,7 +29,7 @@ from ..spec.model import Project
 from ..state.claims import lease_seconds, process_claimant
 from ..state.ledger import Ledger
 from . import heap, tempserver
-from .claiming import attach_claims, ended_flow_runs
+from .claiming import attach_claims, ended_flow_runs, tend
 from .decide import decide
 from .executor import Executor
 from .lock import hold_lock
@@ -113,20 +112,8 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
         own_server = tempserver.for_project(project.root)
         reporter = own_reporter = start_reporter(project.root, own_server, say)
 
-    def poll() -> None:
-        renewed = time.monotonic()
-        while not stop.wait(0.5):
-            active = run.active_ids()
-            with contextlib.suppress(Exception):  # a ledger that fails now is reported by the writer
-                if active:
-                    run.apply_flags(ledger.flags(run.name, active))
-                if time.monotonic() - renewed > lease / 3:
-                    ledger.renew(claimant, lease)
-                    renewed = time.monotonic()
-
     heap.settle()  # the rows and the run's jobs live until it ends
-    poller = threading.Thread(target=poll, name="ledger-poll", daemon=True)
-    poller.start()
+    tender = tend(run, ledger, claimant, lease, stop)
     STOP.attach(run)
     try:
         # off the main thread: SIGTERM and SIGINT reach signals.py's handlers, which stop the run
@@ -136,7 +123,7 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
     finally:
         STOP.detach(run)
         stop.set()
-        poller.join()
+        tender.join()
         pool.shutdown(wait=run.stop_reason is None, cancel_futures=True)
         writer.close()
         if own_reporter is not None:

@@ -4,6 +4,8 @@ ledger, and the flow runs whose claims are void are asked of the Prefect server.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 from ..state.ledger import Ledger
 from .jobs import Job, Outcome
 
-__all__ = ["adopt", "attach_claims", "ended_flow_runs"]
+__all__ = ["adopt", "attach_claims", "ended_flow_runs", "tend"]
 
 
 def ended_flow_runs(ids: Sequence[str]) -> set[str]:
@@ -47,3 +49,24 @@ def adopt(run: Any, jobs: Sequence[Job]) -> dict[str, Outcome] | None:
             return {i: Outcome(st[0], rows=st[1], error=st[2], adopted=True) for i, st in states.items()}
         if run.claim is not None and run.claim(ids):
             return None
+
+
+def tend(run: Any, ledger: Ledger, claimant: str, lease: float, stop: threading.Event) -> threading.Thread:
+    """A started thread that, every 0.5 s until `stop` is set, applies the operator flags (pause,
+    kill) of the run's unfinished instances and, every third of `lease`, renews the run's claims. A
+    ledger that fails meanwhile is tried again at the next turn (the run's ledger writer reports it):
+    a lease left to expire would let the next apply take instances that are still running."""
+    def loop() -> None:
+        renewed = time.monotonic()
+        while not stop.wait(0.5):
+            with contextlib.suppress(Exception):
+                active = run.active_ids()
+                if active:
+                    run.apply_flags(ledger.flags(run.name, active))
+                if time.monotonic() - renewed > lease / 3:
+                    ledger.renew(claimant, lease)
+                    renewed = time.monotonic()
+
+    thread = threading.Thread(target=loop, name="ledger-tend", daemon=True)
+    thread.start()
+    return thread

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ def backfill_group(project: str, backfill: str, group: int, apply_id: str, paral
     from ..plan.workspace import open_ledger
     from ..spec.loader import load_project
     from ..state.claims import lease_seconds
-    from .claiming import attach_claims
+    from .claiming import attach_claims, tend
     from .engines import open_engine
     from .observe import observe_group
     from .scheduler import BackfillRun
@@ -66,18 +65,7 @@ def backfill_group(project: str, backfill: str, group: int, apply_id: str, paral
                             for r in ledger.instances(ids=outside[n:n + 500])}
             ledger.mark_waiting([r.id for r in rows])
 
-            def tend() -> None:  # operator flags, and the leases of what runs here
-                renewed = time.monotonic()
-                while not stop.wait(0.5):
-                    active = run.active_ids()
-                    if active:
-                        run.apply_flags(ledger.flags(run.name, active))
-                    if time.monotonic() - renewed > lease / 3:
-                        ledger.renew(claimant, lease)
-                        renewed = time.monotonic()
-
-            tender = threading.Thread(target=tend, name="ledger-tend", daemon=True)
-            tender.start()
+            tender = tend(run, ledger, claimant, lease, stop)
             try:
                 return observe_group(run, group)
             finally:
