@@ -38,6 +38,20 @@ def ledger_with(tmp_path: Path, dates: list[str] = DATES, groups: int = 1) -> Le
     return ledger
 
 
+def claiming_run(tmp_path: Path, ledger: Ledger, ids: list[str]) -> tuple[BackfillRun, DuckDBEngine, LedgerWriter,
+                                                                         ThreadPoolExecutor]:
+    """A run of `ids` (apply run "run1") on a fresh warehouse, claiming as "me" with 60 s leases."""
+    engine = DuckDBEngine("w.duckdb", tmp_path)
+    t = table()
+    engine.ensure_tables([t])
+    writer = LedgerWriter(ledger, interval=0.01)
+    pool = ThreadPoolExecutor(max_workers=2)
+    ApplyRecords(ledger).claim(ids, "run1")
+    run = BackfillRun("bf", ledger.instances(ids=ids), {"t": t}, engine, writer, pool, "run1", max_parallel=2)
+    attach_claims(run, ledger, "me", 60)
+    return run, engine, writer, pool
+
+
 def test_reserve_claims_each_leaves_status_and_is_renewed(tmp_path: Path) -> None:
     ledger = ledger_with(tmp_path)
     ids = [f"bf/t/{ds}" for ds in DATES]
@@ -72,14 +86,7 @@ def test_a_run_claims_ahead_and_follows_what_another_runner_holds(tmp_path: Path
     ids = [f"bf/t/{ds}" for ds in DATES]
     foreign = ids[2]
     assert ledger.claim([foreign], "other", 60)
-    engine = DuckDBEngine("w.duckdb", tmp_path)
-    t = table()
-    engine.ensure_tables([t])
-    writer = LedgerWriter(ledger, interval=0.01)
-    pool = ThreadPoolExecutor(max_workers=2)
-    ApplyRecords(ledger).claim(ids, "run1")
-    run = BackfillRun("bf", ledger.instances(ids=ids), {"t": t}, engine, writer, pool, "run1", max_parallel=2)
-    attach_claims(run, ledger, "me", 60)
+    run, engine, writer, pool = claiming_run(tmp_path, ledger, ids)
     claimed: list[list[str]] = []
     real_claim = run.claim
     assert real_claim is not None
@@ -119,14 +126,7 @@ def test_a_run_reserves_every_group_ahead_in_one_go(tmp_path: Path) -> None:
     groups then claim nothing more as they start or as each instance starts."""
     ledger = ledger_with(tmp_path, groups=2)
     ids = [f"bf/t/{ds}" for ds in DATES]
-    engine = DuckDBEngine("w.duckdb", tmp_path)
-    t = table()
-    engine.ensure_tables([t])
-    writer = LedgerWriter(ledger, interval=0.01)
-    pool = ThreadPoolExecutor(max_workers=2)
-    ApplyRecords(ledger).claim(ids, "run1")
-    run = BackfillRun("bf", ledger.instances(ids=ids), {"t": t}, engine, writer, pool, "run1", max_parallel=2)
-    attach_claims(run, ledger, "me", 60)
+    run, engine, writer, pool = claiming_run(tmp_path, ledger, ids)
     reserved: list[list[str]] = []
     claimed: list[list[str]] = []
     real_reserve, real_claim = run.reserve, run.claim
