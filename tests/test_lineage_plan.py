@@ -80,3 +80,15 @@ def test_a_rewrite_in_one_backfill_makes_readers_in_another_stale(tmp_path: Path
     stale = {i.ds: i.reason for i in build.instances if i.action != "done"}
     assert stale == {d: "upstream load/a/2026-07-03 runs first" for d in ("2026-07-03", "2026-07-04", "2026-07-05")}
     assert plan_of(root, "build", view).counts()["stale"] == 0  # alone, its own plan cannot know
+
+
+def test_read_ranges_enumerate_partitions_across_month_year_and_day_ends() -> None:
+    from backfill.plan.readiness import _LIMIT, _partitions
+
+    assert list(_partitions("2024-02-27", "2024-03-01", False)) == [
+        "2024-02-27", "2024-02-28", "2024-02-29", "2024-03-01"]
+    assert list(_partitions("2025-12-31", "2026-01-01", False)) == ["2025-12-31", "2026-01-01"]
+    assert list(_partitions("2026-03-01T22", "2026-03-02T01", True)) == [
+        "2026-03-01T22", "2026-03-01T23", "2026-03-02T00", "2026-03-02T01"]
+    assert list(_partitions("2026-03-02", "2026-03-01", False)) == []
+    assert len(list(_partitions("1900-01-01", "2199-12-31", False))) == _LIMIT  # a window, not a century

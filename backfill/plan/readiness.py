@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from ..errors import UserError
 from ..spec.model import Project
@@ -23,6 +23,7 @@ from .planner import BackfillPlan, LedgerView
 __all__ = ["Missing", "check_readiness", "compact"]
 
 _LIMIT = 20_000  # partitions enumerated per read range at most (a window, not a decade)
+_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,22 @@ class Missing:
 
 
 def _partitions(lo: str, hi: str, hourly: bool) -> Iterable[str]:
-    fmt, step = ("%Y-%m-%dT%H", timedelta(hours=1)) if hourly else ("%Y-%m-%d", timedelta(days=1))
-    t, end = datetime.strptime(lo, fmt), datetime.strptime(hi, fmt)
+    """The partitions from `lo` to `hi`, both included (ISO texts: parsed and written by C code, not
+    strptime: this runs for every read range of every instance a plan runs)."""
+    if hourly:
+        t, end, step = datetime.fromisoformat(lo), datetime.fromisoformat(hi), timedelta(hours=1)
+        for _ in range(_LIMIT):
+            if t > end:
+                return
+            yield t.isoformat(timespec="hours")
+            t += step
+        return
+    d, last = date.fromisoformat(lo), date.fromisoformat(hi)
     for _ in range(_LIMIT):
-        if t > end:
+        if d > last:
             return
-        yield t.strftime(fmt)
-        t += step
+        yield d.isoformat()
+        d += _DAY
 
 
 def compact(dss: Iterable[str], hourly: bool) -> tuple[str, ...]:
@@ -69,6 +79,7 @@ def check_readiness(project: Project, plans: Sequence[BackfillPlan], view: Ledge
     built = {t for t, dss in present.items() if dss} | index.tables()
     never: dict[str, tuple[BackfillPlan, list[str], set[str]]] = {}
     missing: dict[str, dict[str, list[str]]] = {}
+    written: dict[str, set[str]] = {}  # per table read: partitions the plans write or the ledger has
     now = time.time()
     for plan in plans:
         if plan.runtime and datetime.fromisoformat(plan.runtime).timestamp() > now:
@@ -90,12 +101,14 @@ def check_readiness(project: Project, plans: Sequence[BackfillPlan], view: Ledge
                 if isinstance(ranges, str):
                     continue
                 hourly = project.tables[table].hourly
-                written = set(index.dates(table)) | present.get(table, set())
+                there = written.get(table)
+                if there is None:
+                    there = written[table] = set(index.dates(table)) | present.get(table, set())
                 for lo, hi in ranges:
                     if lo is None or hi is None:
                         continue
                     for ds in _partitions(lo, hi, hourly):
-                        if ds not in written:
+                        if ds not in there:
                             missing.setdefault(table, {}).setdefault(ds, []).append(i.id)
     if never:
         table = sorted(never)[0]
