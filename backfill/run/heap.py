@@ -25,6 +25,7 @@ _scopes = 0  # open frozen_heap scopes that froze the heap (0 when the host had 
 
 @contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
+    """A scope (a context manager, or a decorator) in which what exists is frozen (see above)."""
     global _scopes
     with _lock:
         own = _scopes > 0 or gc.get_freeze_count() == 0

@@ -217,7 +217,7 @@ class BackfillRun:
     def reserve_ahead(self) -> None:
         """Claim the single instances of every group at once, before the groups start: claimed as each
         group starts, the groups' ledger writes queued one behind another (up to 25 ms of a late start)."""
-        self._reserve([j for ids in self.groups.values() for j in (self.jobs[i] for i in ids)])
+        self._reserve(list(self.jobs.values()))
 
     def _reserve(self, todo: Sequence[Job]) -> None:
         """Claim single instances to run now, in a few ledger writes instead of one per instance as each
