@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import sqlglot
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backfill.errors import SpecErrors
 from backfill.plan.validate import validate_project
@@ -298,3 +300,13 @@ def test_range_is_bounded() -> None:
     f = failure("SELECT 1\n{% for i in range(10 ** 9) %}{{ i }}{% endfor %}")
     assert f.message == ("template exceeds a rendering limit: range of 1,000,000,000 items is too long "
                          "(at most 100,000); iterate over fewer") and f.line == 2
+
+
+@given(st.text(alphabet=st.sampled_from(["\ue000", "\ue001", "a", "Z", "0", "_", "$", " ", "-", "'", "\n"]),
+               max_size=40))
+def test_a_marker_glued_to_a_name_is_found_as_the_regular_expression_finds_it(text: str) -> None:
+    import re
+
+    from backfill.sql.quoting import _glued
+
+    assert _glued(text) == (re.search("[A-Za-z0-9_$]\ue000|\ue001[A-Za-z0-9_$]", text) is not None)

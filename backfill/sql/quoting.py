@@ -106,11 +106,28 @@ def names_from_dates(marked: str) -> bool:
     return _may_name(marked) and bool(naming_marks(marked))
 
 
-_GLUED = re.compile(f"[A-Za-z0-9_$]{MARK_OPEN}|{MARK_CLOSE}[A-Za-z0-9_$]")
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")
 
 
 def _may_name(marked: str) -> bool:
-    return MARK_OPEN in marked and ('"' in marked or "`" in marked or _GLUED.search(marked) is not None)
+    return MARK_OPEN in marked and ('"' in marked or "`" in marked or _glued(marked))
+
+
+def _glued(marked: str) -> bool:
+    """Does a name character stand right before a date marker's start or right after its end? (The
+    markers found with str.find: a regular expression over the whole SQL took 4x longer, for every
+    instance a plan renders.)"""
+    i = marked.find(MARK_OPEN)
+    while i != -1:
+        if i and marked[i - 1] in _NAME_CHARS:
+            return True
+        i = marked.find(MARK_OPEN, i + 1)
+    i = marked.find(MARK_CLOSE)
+    while i != -1:
+        if marked[i + 1:i + 2] in _NAME_CHARS:  # '' at the end: not in the set
+            return True
+        i = marked.find(MARK_CLOSE, i + 1)
+    return False
 
 
 def naming_marks(marked: str) -> list[int]:
