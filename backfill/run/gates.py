@@ -43,18 +43,19 @@ def stuck(run: BackfillRun) -> bool:
     # waiting for an upstream another process runs is progress elsewhere, not a cycle
     return not (run.upstream_elsewhere and any(
         any(u not in run.jobs for u in waits_for(run, j)) and verdict(run, j) is None
-        for todo in run._todo.values() for j in todo))
+        for todo in run._todo.values() for j in todo.values()))
 
 
 def release(run: BackfillRun) -> None:
     """Let out of their group's order the units whose upstream ended well; with none, the reads form
     a cycle: block them all (nothing waits forever)."""
-    ready = [j for todo in run._todo.values() for j in todo if verdict(run, j) == ""]
+    ready = [j for todo in run._todo.values() for j in todo.values() if verdict(run, j) == ""]
     if ready:
-        run._released.update(j.row.id for j in ready)
+        for j in ready:
+            run._released.setdefault(j.row.group, set()).add(j.row.id)
     else:  # a cycle of reads (validate refuses them): never wait forever
         for todo in run._todo.values():
-            for job in todo:
+            for job in todo.values():
                 for member in run._members(job):
                     run._set(member, "blocked", error="its upstream can never run: the reads form a cycle")
             todo.clear()

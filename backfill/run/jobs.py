@@ -34,7 +34,7 @@ class Outcome:
     attempt: Mapping[str, object] | None = None  # the last attempt's record, written with the outcome
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: removing one from a group's list compares identities, not rows
 class Job:
     row: InstanceRow
     status: str = "waiting"

@@ -58,9 +58,9 @@ class BackfillRun:
         self._kill: set[str] = set()
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # notified on every status change
-        self._todo: dict[int, list[Job]] = {}  # per started group, what has not started or settled
+        self._todo: dict[int, dict[str, Job]] = {}  # per started group, what has not started or settled
         self._idle: set[int] = set()
-        self._released: set[str] = set()
+        self._released: dict[int, set[str]] = {}  # per group, units let out of its order (gates.release)
         self._bad_at: dict[int, int] = {}  # per group, the first position where something ended badly
         self._inflight: dict[int, int] = {}  # per group, units handed out (to the pool or inline), not ended
         # the cap on running units: held by the pool's workers and by group threads running a unit inline
@@ -164,8 +164,11 @@ class BackfillRun:
         instances whose upstream has ended well are released out of their group's order; an upstream
         that ended badly (or cannot run any more) blocks its readers. Nothing waits forever."""
         jobs = sorted((self.jobs[i] for i in self.groups.get(group, [])), key=lambda j: (j.row.position, j.row.seq))
-        todo = [j for j in jobs if self.leader.get(j.row.id, j.row.id) == j.row.id]  # members go with leaders
-        self._reserve(todo)
+        # what has not started or settled, in the group's order: a dict, so that taking a unit out of the
+        # middle (released, blocked) costs nothing however long the group is
+        todo = {j.row.id: j for j in jobs if self.leader.get(j.row.id, j.row.id) == j.row.id}  # members go with leaders
+        self._reserve(list(todo.values()))
+        released = self._released.setdefault(group, set())  # let out of order by gates.release
         cursor = 0
         with self._cond:
             self._todo[group] = todo
@@ -177,13 +180,14 @@ class BackfillRun:
                 gate = jobs[cursor].row.position if cursor < len(jobs) else -1
                 bad_at = self._bad_at.get(group)
                 if bad_at is not None:
-                    for job in [j for j in todo if j.row.position > bad_at]:
+                    for job in [j for j in todo.values() if j.row.position > bad_at]:
                         for member in self._members(job):
                             self._set(member, "blocked", error="an earlier date of its group failed or was paused")
-                        todo.remove(job)
-                front = list(takewhile(lambda j, gate=gate: j.row.position == gate, todo))  # type: ignore[misc]
-                if self._released:
-                    front += [j for j in todo if j.row.id in self._released and j.row.position != gate]
+                        del todo[job.row.id]
+                front = list(takewhile(lambda j, gate=gate: j.row.position == gate, todo.values()))  # type: ignore[misc]
+                released -= {i for i in released if i not in todo}  # taken since, or blocked
+                front += sorted((j for j in (todo[i] for i in released) if j.row.position != gate),
+                                key=lambda j: (j.row.position, j.row.seq))
                 for job in front:
                     verdict = gates.verdict(self, job)
                     if verdict is None:
@@ -193,7 +197,7 @@ class BackfillRun:
                             self._set(member, "blocked", error=verdict)
                     else:
                         ready.append(job)
-                    todo.remove(job)
+                    del todo[job.row.id]
                 if not ready and todo:
                     self._idle.add(group)
                     if gates.stuck(self):
@@ -201,10 +205,11 @@ class BackfillRun:
                     else:
                         self._cond.wait(0.5)
                     self._idle.discard(group)
-            # the group's only unit, with nothing else of it able to start before it ends: this thread
-            # runs it (a hand-off to the pool and back cost more than a small partition's write)
-            alone = len(ready) == 1 and not self._released and not self._inflight.get(group) \
-                and (not todo or todo[0].row.position > ready[0].row.position)
+                released -= {i for i in released if i not in todo}
+                # the group's only unit, with nothing else of it able to start before it ends: this thread
+                # runs it (a hand-off to the pool and back cost more than a small partition's write)
+                alone = len(ready) == 1 and not released and not self._inflight.get(group) \
+                    and (not todo or next(iter(todo.values())).row.position > ready[0].row.position)
             for job in ready:
                 self._dispatch(job, inline=alone)
         with self._cond:
