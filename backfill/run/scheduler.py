@@ -164,14 +164,13 @@ class BackfillRun:
         instances whose upstream has ended well are released out of their group's order; an upstream
         that ended badly (or cannot run any more) blocks its readers. Nothing waits forever."""
         jobs = sorted((self.jobs[i] for i in self.groups.get(group, [])), key=lambda j: (j.row.position, j.row.seq))
-        # what has not started or settled, in the group's order: a dict, so that taking a unit out of the
-        # middle (released, blocked) costs nothing however long the group is
-        todo = {j.row.id: j for j in jobs if self.leader.get(j.row.id, j.row.id) == j.row.id}  # members go with leaders
+        # not started or settled, in order; a dict: taking a unit out of the middle is O(1). Members go with leaders
+        todo = {j.row.id: j for j in jobs if self.leader.get(j.row.id, j.row.id) == j.row.id}
         self._reserve(list(todo.values()))
-        released = self._released.setdefault(group, set())  # let out of order by gates.release
         cursor = 0
         with self._cond:
             self._todo[group] = todo
+            released = self._released.setdefault(group, set())  # let out of order by gates.release
         while todo:
             ready: list[Job] = []
             with self._cond:
@@ -220,13 +219,11 @@ class BackfillRun:
         return {"total": p.total, "done": p.done, "failed": p.failed}
 
     def reserve_ahead(self) -> None:
-        """Claim the single instances of every group at once, before the groups start: claimed as each
-        group starts, the groups' ledger writes queued one behind another (up to 25 ms of a late start)."""
+        """Claim every group's single instances at once, before the groups start (not queued group by group)."""
         self._reserve(list(self.jobs.values()))
 
     def _reserve(self, todo: Sequence[Job]) -> None:
-        """Claim single instances to run now, in a few ledger writes instead of one per instance as each
-        starts; what another runner holds is claimed (or followed) as it starts."""
+        """Claim single instances in a few ledger writes (what another runner holds: as each starts)."""
         ids = [j.row.id for j in todo if j.row.mode == "run" and j.row.id not in self.leader and not j.reserved]
         if self.reserve is None or self.claim is None or not ids:
             return
