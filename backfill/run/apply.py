@@ -29,7 +29,7 @@ from ..spec.model import Project
 from ..state.claims import lease_seconds, process_claimant
 from ..state.ledger import Ledger
 from . import heap, tempserver
-from .claiming import attach_claims, ended_flow_runs, tend
+from .claiming import attach_claims, ended_flow_runs, prepare_run, tend
 from .decide import decide
 from .executor import Executor
 from .lock import hold_lock
@@ -103,10 +103,7 @@ def run_instances(project: Project, ledger: Ledger, engine: Any, name: str, ids:
                       max_parallel=project.max_parallel)
     runs.append(run)
     attach_claims(run, ledger, claimant, lease)
-    run.earlier_attempts = ledger.attempt_counts([r.id for r in rows])
-    outside = sorted({u for r in rows for u in r.upstream} - {r.id for r in rows})
-    run.external = {i: status for i, (status, _, _) in ledger.outcomes(outside).items()}
-    ledger.mark_waiting([r.id for r in rows])
+    prepare_run(run, ledger, rows)
     own_reporter = own_server = None
     if reporter is None:
         own_server = tempserver.for_project(project.root)

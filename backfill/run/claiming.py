@@ -10,10 +10,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..state.ledger import Ledger
+from ..state.ledger import InstanceRow, Ledger
 from .jobs import Job, Outcome
 
-__all__ = ["adopt", "attach_claims", "ended_flow_runs", "tend"]
+__all__ = ["adopt", "attach_claims", "ended_flow_runs", "prepare_run", "tend"]
 
 
 def ended_flow_runs(ids: Sequence[str]) -> set[str]:
@@ -70,3 +70,14 @@ def tend(run: Any, ledger: Ledger, claimant: str, lease: float, stop: threading.
     thread = threading.Thread(target=loop, name="ledger-tend", daemon=True)
     thread.start()
     return thread
+
+
+def prepare_run(run: Any, ledger: Ledger, rows: Sequence[InstanceRow]) -> None:
+    """What a run takes from the ledger before it starts, then marks there: its instances' earlier
+    attempts (their numbering goes on), the statuses of upstream instances it does not run itself, and
+    `waiting` for its own."""
+    ids = [r.id for r in rows]
+    run.earlier_attempts = ledger.attempt_counts(ids)
+    outside = sorted({u for r in rows for u in r.upstream} - set(ids))
+    run.external = {i: status for i, (status, _, _) in ledger.outcomes(outside).items()}
+    ledger.mark_waiting(ids)

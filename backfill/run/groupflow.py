@@ -33,7 +33,7 @@ def backfill_group(project: str, backfill: str, group: int, apply_id: str, paral
     from ..plan.workspace import open_ledger
     from ..spec.loader import load_project
     from ..state.claims import lease_seconds
-    from .claiming import attach_claims, tend
+    from .claiming import attach_claims, prepare_run, tend
     from .engines import open_engine
     from .observe import observe_group
     from .scheduler import BackfillRun
@@ -59,11 +59,7 @@ def backfill_group(project: str, backfill: str, group: int, apply_id: str, paral
                          f"on {socket.gethostname()}")
             attach_claims(run, ledger, claimant, lease)
             run.upstream_elsewhere = True  # other groups and backfills of this apply run in other flow runs
-            run.earlier_attempts = ledger.attempt_counts([r.id for r in rows])
-            outside = sorted({u for r in rows for u in r.upstream} - {r.id for r in rows})
-            run.external = {r.id: r.status for n in range(0, len(outside), 500)
-                            for r in ledger.instances(ids=outside[n:n + 500])}
-            ledger.mark_waiting([r.id for r in rows])
+            prepare_run(run, ledger, rows)
 
             tender = tend(run, ledger, claimant, lease, stop)
             try:
