@@ -37,6 +37,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/execute_overhead.py
+	$(BIN)/python bench/apply_scale.py
 	$(BIN)/python bench/status_scale.py
 	$(BIN)/python bench/prefect_start.py
 

@@ -74,6 +74,21 @@ def test_execute_overhead_prints_its_table_at_a_tiny_size() -> None:
     assert re.search(r"apply over engine alone: [0-9.]+x .*the marker row alone costs the plain pool [0-9.]+x", out)
 
 
+def test_apply_scale_applies_both_sizes_and_prints_the_ratio() -> None:
+    out = _run("apply_scale.py", "--small", "3", "--large", "6", "--tables", "3", timeout=600)
+    assert "apply_scale: 3 tables, groups 4" in out
+    header = next(ln for ln in out.splitlines() if ln.startswith("project"))
+    assert header.split() == ["project", "instances", "wall_s", "ms_per_instance", "outcome"]
+    for days, instances in (("3", "9"), ("6", "18")):
+        cells = _row(out, f"{days} days")
+        assert cells[0] == instances and cells[3:] == ["success", instances], cells
+        float(cells[1]), float(cells[2])
+    assert re.search(r"per instance, large / small: [0-9.]+x \(goal <= 1.15x.*\) (PASS|FAIL)", out)
+    bad = subprocess.run([sys.executable, str(BENCH / "apply_scale.py"), "--small", "6", "--large", "3"],
+                         capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120, check=False)
+    assert bad.returncode == 2 and "--small must be at least 1 and less than --large" in bad.stderr
+
+
 def test_instructions_runs_each_step_it_counts_and_refuses_bad_sizes() -> None:
     # what valgrind counts, run here without it (under valgrind each step takes a minute or more)
     for step in ("baseline", "marker", "engine", "apply"):
