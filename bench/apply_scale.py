@@ -22,16 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="bench-prefect-")
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["DO_NOT_TRACK"] = "1"
-
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (str(ROOT), str(ROOT / "bench")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-from plan_scale import build_project  # noqa: E402
-from quiet import wait_for_quiet  # noqa: E402
+# importing plan_scale (beside this script) gives this process its own PREFECT_HOME, turns Prefect's
+# analytics off and puts the project on sys.path, before backfill is imported
+from plan_scale import build_project
+from quiet import wait_for_quiet
 
 GOAL_RATIO = 1.15
 
