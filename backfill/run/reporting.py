@@ -41,7 +41,6 @@ from .tempserver import TemporaryServer, template_path
 __all__ = ["Reporter", "close_reporter", "discard_prefect", "start_reporter"]
 
 
-
 class _Link(abc.ABC):
     """Where the stream goes: `open()` -> (lines out, lines back); `finish(timeout)` -> exit status."""
 
@@ -126,8 +125,10 @@ class Reporter:
         self.begun = False
         self.done = False  # the reporter said it recorded everything
         self.errors: list[str] = []
-        self._outbox: collections.deque[dict[str, Any] | InstanceEvent] = collections.deque()
+        # events, and the flags of those that must be on their way before the apply goes on (`_flushed`)
+        self._outbox: collections.deque[dict[str, Any] | InstanceEvent | threading.Event] = collections.deque()
         self._closed = threading.Event()
+        self._nudge = threading.Event()  # wakes the writer before its 0.1 s turn
         self._writer = threading.Thread(target=self._write, name="prefect-reporter-in", daemon=True)
         self._reader: threading.Thread | None = None
         self._writer.start()
@@ -136,6 +137,16 @@ class Reporter:
     def _send(self, message: dict[str, Any] | InstanceEvent) -> None:
         if not self._closed.is_set():
             self._outbox.append(message)
+
+    def _flushed(self, message: dict[str, Any], wait: float = 0.5) -> None:
+        """Send `message` and wait (at most `wait` s) until it is in the reporter's pipe: a backfill's start
+        is there before its first instance runs (a `kill -9` then still leaves its flow run, Failed)."""
+        if self._closed.is_set():
+            return
+        written = threading.Event()
+        self._outbox.extend((message, written))
+        self._nudge.set()
+        written.wait(wait)
 
     def _write(self) -> None:  # an unbounded queue: a reporter still booting never slows an instance
         try:
@@ -147,14 +158,17 @@ class Reporter:
         self._reader.start()
         try:
             closing = False
-            while not closing:  # woken every 0.1 s, not by every event: thousands come each second
-                closing = self._closed.wait(0.1)
-                lines: list[dict[str, Any] | InstanceEvent] = []
-                while self._outbox:
-                    lines.append(self._outbox.popleft())
+            while not closing:  # every 0.1 s, not at every event (thousands come each second), or nudged
+                self._nudge.wait(0.1)
+                self._nudge.clear()
+                closing = self._closed.is_set()
+                items = [self._outbox.popleft() for _ in range(len(self._outbox))]
+                lines = [i for i in items if not isinstance(i, threading.Event)]
                 if lines:
                     pipe.write(encode_stream(lines))
                     pipe.flush()
+                for flag in (i for i in items if isinstance(i, threading.Event)):
+                    flag.set()
         except (OSError, ValueError):
             pass  # the reporter died: said at close
         finally:
@@ -180,7 +194,7 @@ class Reporter:
     def begin(self, run: BackfillRun, project: str) -> None:
         groups = sorted(run.groups)
         self.begun = True
-        self._send({"op": "begin", "key": run.run_id, "name": run.name,
+        self._flushed({"op": "begin", "key": run.run_id, "name": run.name,
                     "tags": [f"project:{project}", f"backfill:{run.name}"],
                     "groups": {str(g): {"label": group_label(run, g), "total": len(run.groups[g])} for g in groups},
                     "t": time.time()})
@@ -210,12 +224,14 @@ class Reporter:
     def end(self, run: BackfillRun) -> None:
         ok, message = group_message(run, sorted(run.groups))
         self._send({"op": "end", "key": run.run_id, "ok": ok, "message": message, "t": time.time()})
+        self._nudge.set()
 
     def close(self, timeout: float = 300.0) -> list[str]:
         """Wait (at most `timeout` seconds) until Prefect has recorded everything sent; the problems."""
         if self._closed.is_set():
             return self.errors
         self._closed.set()
+        self._nudge.set()
         if not self.begun:  # nothing ran: nothing to record, no reason to wait for Prefect
             self.link.abort()
             return []

@@ -67,8 +67,10 @@ def watch():
             boot.set()
             byte = os.read(fd, 1)
         if byte == b"L":  # the apply ended: record what it sent, then go
+            # the death signal belongs to the main thread: turned off while it still idles in boot.wait
+            # (a signal interrupts that wait at once; once booting, it is busy importing Prefect)
+            os.kill(os.getpid(), signal.SIGUSR1)
             boot.set()
-            os.kill(os.getpid(), signal.SIGUSR1)  # the death signal belongs to the main thread
             from backfill.run.reporter_host import recording
             deadline = time.monotonic() + 300
             time.sleep(0.2)
@@ -157,7 +159,7 @@ class TemporaryServer:
             return
         deadline = time.monotonic() + 5
         while not flag.exists() and self.process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)  # it turns its death signal off before we may go
+            time.sleep(0.001)  # it turns its death signal off before we may go (within ~1 ms)
         with contextlib.suppress(OSError):
             os.close(self._pipe_w)
         self._pipe_w = -1
