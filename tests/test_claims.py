@@ -28,13 +28,14 @@ def table() -> Table:
 
 def ledger_with(tmp_path: Path, dates: list[str] = DATES, groups: int = 1) -> Ledger:
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'state.db'}")
-    rows = [{"id": f"bf/t/{ds}", "backfill": "bf", "table_name": "t", "ds": ds, "grp": 1 + n % groups,
+    rows: list[dict[str, object]] = [
+        {"id": f"bf/t/{ds}", "backfill": "bf", "table_name": "t", "ds": ds, "grp": 1 + n % groups,
              "position": n // groups, "seq": n,
              "mode": "run", "fields": None, "linked": None, "upstream": "[]", "sql": SQL, "fingerprint": "fp",
              "table_fingerprint": "tfp", "run_id": "", "template_fingerprint": "x", "batch": None,
              "batch_sql": None, "ranged": None, "reads": "{}"} for n, ds in enumerate(dates)]
     ledger.enqueue("bf", "key", "backfills/bf.yaml", None, rows)
-    ledger.mark_waiting([r["id"] for r in rows])
+    ledger.mark_waiting([str(r["id"]) for r in rows])
     return ledger
 
 
@@ -179,7 +180,7 @@ def test_tending_goes_on_after_the_ledger_failed_once(tmp_path: Path) -> None:
     """Leases keep being renewed, and operator flags keep being applied, after a ledger error: a lease
     left to expire would let the next apply take instances that are still running."""
     ledger_with(tmp_path).close()
-    ledger = _FailsOnce.open(f"sqlite:///{tmp_path / 'state.db'}")
+    ledger = _FailsOnce(Ledger.open(f"sqlite:///{tmp_path / 'state.db'}").engine)
     ledger.failed = set()
     ids = [f"bf/t/{ds}" for ds in DATES]
     reserved_at = time.time()
