@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
             from ..plan.workspace import build_plans
 
             with user_errors(as_json):
-                preview = build_plans(root, names or None)
+                preview = build_plans(root, names or None, with_state=False)
             typer.echo(plan_to_text(preview.plans), nl=False)
             if not typer.confirm("Apply this plan?", default=False):
                 fail("apply cancelled; nothing was run")

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
             usage_error(f"--out {out}: the folder {out.parent} does not exist; create it or choose another")
         root = project_root(project)
         with user_errors(fmt == "json"):
-            result = build_plans(root, backfills or None)
+            result = build_plans(root, backfills or None, with_state=out is not None)
             if out is not None:
                 try:
                     result.save(out)

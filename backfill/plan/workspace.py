@@ -90,7 +90,7 @@ class PlanResult:
     validated: Validated
     plans: tuple[BackfillPlan, ...]
     specs_fingerprint: str
-    state_fingerprint: str
+    state_fingerprint: str  # "" when build_plans was not asked for it (`with_state`): never saved then
     missing: tuple[Missing, ...] = ()  # upstream partitions read but neither planned nor present
 
     @property
@@ -98,15 +98,18 @@ class PlanResult:
         return hashlib.sha256(plan_to_json(self.plans).encode()).hexdigest()[:16]
 
     def save(self, out: Path) -> None:
+        assert self.state_fingerprint, "build_plans(with_state=True) makes a plan that can be saved"
         extra = {"specs_fingerprint": self.specs_fingerprint, "state_fingerprint": self.state_fingerprint,
                  "plan_id": self.plan_id, "project": self.validated.project.name}
         out.write_text(plan_to_json(self.plans, extra))
 
 
 def build_plans(root: Path, only: list[str] | None = None, today: date | None = None,
-                ledger: Any = None, validated: Validated | None = None) -> PlanResult:
+                ledger: Any = None, validated: Validated | None = None, with_state: bool = True) -> PlanResult:
     """The plans of the project at `root` against `ledger` (`validated`: the same selection already
-    validated against an empty ledger; used only when `ledger` holds nothing either)."""
+    validated against an empty ledger; used only when `ledger` holds nothing either). `with_state`:
+    fingerprint the ledger's state too, for a plan that is saved or checked against a saved one (it
+    reads every partition and instance record: 5% of a no-op apply of 10,000 instances)."""
     from ..spec.loader import load_project
 
     project = load_project(root)
@@ -117,7 +120,7 @@ def build_plans(root: Path, only: list[str] | None = None, today: date | None = 
         view = view_of(ledger)
         if validated is None or not view.is_empty:
             validated = validate_project(root, today=today, ledger=view, only=only)
-        state = ledger.fingerprint_of_state() if ledger is not None else "empty"
+        state = "" if not with_state else ledger.fingerprint_of_state() if ledger is not None else "empty"
     finally:
         if own and ledger is not None:
             ledger.close()

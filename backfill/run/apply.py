@@ -224,7 +224,7 @@ def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRe
         only = list(selectors) or None
         if plan_file is not None:  # plan what the saved plan covers, to compare like with like
             only = saved_plan_keys(root, plan_file) or None
-        result = build_plans(root, only, today=today, ledger=ledger, validated=first)
+        result = build_plans(root, only, today=today, ledger=ledger, validated=first, with_state=plan_file is not None)
         if plan_file is not None:
             check_saved_plan(root, plan_file, ledger, result)
         records.refresh_done(result.validated.project, result.plans)

@@ -43,8 +43,7 @@ class ApplyRecords:
         now = time.time()
         scheduled = {b["name"] for b in ledger.backfills() if b["runtime"] and
                      datetime.fromisoformat(b["runtime"]).timestamp() > now}
-        candidates = [r for r in ledger.instances()
-                      if r.status in ("running", "waiting") and r.backfill not in scheduled]
+        candidates = [r for r in ledger.instances(status=("running", "waiting")) if r.backfill not in scheduled]
         flow_runs = sorted({r.claimed_by.split(":", 1)[1] for r in candidates
                             if r.claimed_by and r.claimed_by.startswith("flow-run:")
                             and (r.lease_until or 0) >= now})
@@ -71,7 +70,7 @@ class ApplyRecords:
 
     def live_claims(self) -> list[InstanceRow]:
         """Instances claimed by a runner that is still alive (after `recover`)."""
-        return [r for r in self.ledger.instances() if r.status in ("running", "waiting") and r.claimed_by]
+        return [r for r in self.ledger.instances(status=("running", "waiting")) if r.claimed_by]
 
     def refresh_done(self, project: Project, plans: Iterable[BackfillPlan]) -> int:
         """Record the current template fingerprint on partitions a plan finds done (SQL unchanged).

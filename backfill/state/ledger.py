@@ -153,12 +153,15 @@ class Ledger(LockTable, ClaimTable):
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.select(T_BACKFILLS).order_by(T_BACKFILLS.c.created_at))]
 
-    def instances(self, backfill: str | None = None, status: str | None = None, ds: str | None = None,
-                  ids: Sequence[str] | None = None) -> list[InstanceRow]:
+    def instances(self, backfill: str | None = None, status: str | tuple[str, ...] | None = None,
+                  ds: str | None = None, ids: Sequence[str] | None = None) -> list[InstanceRow]:
+        """Recorded instances, in backfill and plan order; `status`: one, or any of several."""
         q = sa.select(T_INSTANCES)
         if backfill:
             q = q.where(T_INSTANCES.c.backfill == backfill)
-        if status:
+        if isinstance(status, tuple):
+            q = q.where(T_INSTANCES.c.status.in_(status))
+        elif status:
             q = q.where(T_INSTANCES.c.status == status)
         if ds:
             q = q.where(T_INSTANCES.c.ds.like(f"{ds}%"))
