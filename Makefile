@@ -31,7 +31,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check backfill tests bench
-	$(BIN)/mypy backfill
+	$(BIN)/mypy backfill tests bench
 	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)

@@ -30,6 +30,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 _CHILD = r"""
 import json, sys, threading, time
@@ -73,13 +74,13 @@ print(json.dumps({"wall": wall, "waited": sum(waits), "work": work, "counts": co
 """
 
 
-def _child(project: Path, env: dict[str, str]) -> dict[str, float]:
+def _child(project: Path, env: dict[str, str]) -> dict[str, Any]:
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", _CHILD, str(project)], env=env, capture_output=True, text=True,
                          timeout=600)
     if out.returncode != 0:
         raise SystemExit(f"apply failed:\n{out.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     result["process"] = time.perf_counter() - started
     return result
 

@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import oracle
@@ -42,7 +43,7 @@ def _markers(project: Path) -> dict[str, int]:
         con.close()
 
 
-def _ledger(project: Path, sql: str) -> list[tuple[object, ...]]:
+def _ledger(project: Path, sql: str) -> list[tuple[Any, ...]]:
     con = sqlite3.connect(str(project / ".backfill" / "state.db"))
     try:
         return con.execute(sql).fetchall()

@@ -137,7 +137,7 @@ def test_field_selection_in_another_dialect_equals_pruning_then_transpiling(tmp_
                                      {"tag": "it's"}).sql
         expected = prune_projection(sqlglot.parse_one(rendered, read="hive"), ("id", "w", "n")).sql(dialect="duckdb")
         assert inst.sql == expected
-        assert [s.alias_or_name for s in sqlglot.parse_one(inst.sql, read="duckdb").selects] == ["id", "w", "n"]
+        assert [s.alias_or_name for s in sqlglot.parse_one(inst.sql, read="duckdb").expressions] == ["id", "w", "n"]
 
 
 def test_same_dialect_sql_is_the_rendered_sql(tmp_path: Path) -> None:

@@ -126,7 +126,7 @@ def test_flow_runs_are_readable_on_the_prefect_server(tutorial: Path, prefect_ap
         if len(tasks) == 3:
             break
         time.sleep(0.1)
-    assert sorted(t["name"] for t in tasks) == [
+    assert sorted(str(t["name"]) for t in tasks) == [
         "named_on_server group 1: 2026-06-25..2026-07-01 (21 instances)",
         "named_on_server group 2: 2026-07-02..2026-07-08 (21 instances)",
         "named_on_server group 3: 2026-07-09..2026-07-14 (18 instances)",

@@ -375,7 +375,7 @@ def _run_steps(job: dict[str, Any]) -> str:
 
 def test_the_ci_workflow_parses_and_names_the_commands() -> None:
     doc = _workflow()
-    triggers = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on` as true
+    triggers: dict[str, Any] = doc["on"] if "on" in doc else doc[True]  # YAML 1.1 reads a bare `on` as true
     assert "pull_request" in triggers and triggers["push"]["branches"] == ["main"]
     jobs = doc["jobs"]
     review = next(j for j in jobs.values() if "pull_request" in str(j.get("if", "")))

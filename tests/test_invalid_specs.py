@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 import sqlglot
-from click.testing import Result
 from sqlglot import exp
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from backfill.cli import main as cli_main
 from backfill.plan.validate import validate_project

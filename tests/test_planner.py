@@ -378,7 +378,7 @@ SELECT_AMT = "name: sel\ntargets: [{table: dws_all, fields: [order_amt_1d]}]\nda
 
 
 def _outer_columns(sql: str) -> list[str]:
-    return [s.alias_or_name for s in sqlglot.parse_one(sql, read="duckdb").selects]
+    return [s.alias_or_name for s in sqlglot.parse_one(sql, read="duckdb").expressions]
 
 
 def test_field_selection_prunes_the_sql_and_pulls_in_linked_fields(tmp_path: Path) -> None:
@@ -572,7 +572,7 @@ def test_field_selection_actions(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("mode", "recorded"), [("skip", "paused"), ("dry_run", "dry_run")])
 def test_skip_and_dry_run_done_only_by_their_own_record(tmp_path: Path, mode: str, recorded: str) -> None:
-    base = _one(tmp_path / "x", **{mode: "all"}).instances[0]
+    base = _one(tmp_path / "x", None, **{mode: "all"}).instances[0]
     assert base.mode == mode and base.action == "new"
     fp = base.fingerprint
     current_partition = {("b", "2026-07-01"): {"*": base.table_fingerprint}}

@@ -9,7 +9,7 @@ from sqlglot.optimizer.qualify import qualify
 
 from backfill.sql.reads import as_ranges, evaluate, infer_reads
 
-SCHEMA = {"ods": {"ds": "DATE", "id": "BIGINT", "v": "BIGINT"},
+SCHEMA: dict[str, object] = {"ods": {"ds": "DATE", "id": "BIGINT", "v": "BIGINT"},
           "dim": {"ds": "DATE", "id": "BIGINT", "w": "BIGINT"},
           "hr": {"ds": "TIMESTAMP", "id": "BIGINT", "v": "BIGINT"}}
 HOURLY = {"hr"}

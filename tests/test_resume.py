@@ -149,8 +149,8 @@ def test_set_success_resume_runs_what_it_was_blocking(tutorial: Path, prefect_ap
     assert human[at + 5].startswith("root cause's last attempt 1 failed, started ")
     assert human[at + 6] == f"its whole log: backfill logs {failed}"
     assert max(len(line) for line in human) <= 80
-    later = _why(tutorial, iid("dws_all", "2026-07-03"))
-    assert [(link["id"], link["status"]) for link in later["chain"]] == [(failed, "failed")]
+    later_why = _why(tutorial, iid("dws_all", "2026-07-03"))
+    assert [(link["id"], link["status"]) for link in later_why["chain"]] == [(failed, "failed")]
     unknown = "tutorial_logical/dws_all/2030-01-01"
     one_error(cli(tutorial, "why", unknown), f"no instance '{unknown}'; list them with `backfill instances`")
     itself = _why(tutorial, failed)

@@ -178,5 +178,5 @@ def test_max_parallel_one_never_overlaps_instances(tutorial: Path, prefect_api: 
     edit(fresh / "project.yaml", "max_parallel: 1", "max_parallel: 4")
     again = cli(fresh, "apply", "--yes")
     assert again.exit_code == 0, again.output
-    spans = sorted((r.started_at or 0, r.ended_at or 0) for r in rows_of(fresh))
-    assert any(e1 > s2 for (_, e1), (s2, _) in zip(spans, spans[1:], strict=False))
+    ends = sorted((r.started_at or 0.0, r.ended_at or 0.0) for r in rows_of(fresh))
+    assert any(e1 > s2 for (_, e1), (s2, _) in zip(ends, ends[1:], strict=False))

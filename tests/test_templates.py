@@ -122,7 +122,7 @@ def test_text_params_are_quoted_numbers_raw() -> None:
 def test_text_params_use_the_dialect_quoting() -> None:
     assert render("{{ params.s }}", params={"s": "it's"}) == "'it''s'"
     hive = render("{{ params.s }}", params={"s": "it's"}, dialect="hive")
-    assert sqlglot.parse_one(f"SELECT {hive}", read="hive").selects[0].this == "it's"
+    assert sqlglot.parse_one(f"SELECT {hive}", read="hive").expressions[0].this == "it's"
 
 
 @pytest.mark.parametrize("source", [

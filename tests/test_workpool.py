@@ -81,7 +81,7 @@ def pg_project(tutorial: Path, pg_server: PgServer, monkeypatch: pytest.MonkeyPa
 
 def _query(url: str, sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
-        return conn.execute(sql).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql).fetchall()  # type: ignore[arg-type,unused-ignore]
 
 
 def _assert_oracle_and_exactly_once(url: str, project: Path, warehouse: str, state: str,
@@ -141,10 +141,11 @@ def test_each_group_submitted_twice_runs_nothing_twice(pg_project: tuple[Path, s
         """Every group goes to the pool twice more: once under a new idempotency key (a second flow
         run of the same group: the ledger's claims keep it from running anything twice), once under
         the same key (Prefect answers with the same flow run)."""
-        other = real(*args, **{**kwargs, "idempotency_key": kwargs["idempotency_key"] + ":again"})
+        other: Any = real(*args, **{**kwargs, "idempotency_key": kwargs["idempotency_key"] + ":again"})
         duplicates.append(str(other.id))
-        first = real(*args, **kwargs)
-        assert str(real(*args, **kwargs).id) == str(first.id)
+        first: Any = real(*args, **kwargs)
+        again: Any = real(*args, **kwargs)
+        assert str(again.id) == str(first.id)
         return first
 
     monkeypatch.setattr(prefect.deployments, "run_deployment", twice)
