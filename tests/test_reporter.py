@@ -213,3 +213,29 @@ def test_instance_events_travel_several_to_a_line_and_arrive_one_by_one() -> Non
     expected = [m if isinstance(m, dict) else {"op": "log", "key": m.key, "group": m.group, "level": m.level,
                                                 "msg": m.msg, "ended": m.ended, "t": m.t} for m in sent]
     assert got[:-1] == expected
+
+
+def test_a_backfills_start_is_in_the_reporters_pipe_before_its_first_instance_runs() -> None:
+    # the stream goes out every 0.1 s; a `kill -9` right after the first instance started used to
+    # find the start still in the apply's memory, and Prefect never heard of the backfill
+    import io
+
+    from backfill.run.reporting import Reporter, _Link
+
+    out_r, out_w = os.pipe()
+    os.set_blocking(out_r, False)
+
+    class Pipe(_Link):
+        def open(self) -> tuple[io.BufferedWriter, io.BytesIO]:
+            return open(out_w, "wb"), io.BytesIO(b"")  # noqa: SIM115 - the reporter closes it
+
+        def abort(self) -> None:
+            pass
+
+    reporter = Reporter(Pipe(), None, standing=False)
+    try:
+        reporter._flushed({"op": "begin", "key": "r1", "name": "b"})
+        assert os.read(out_r, 65536) == b'{"op":"begin","key":"r1","name":"b"}\n'
+    finally:
+        reporter.close(timeout=5)
+        os.close(out_r)
