@@ -192,12 +192,10 @@ class Reporter:
 
     # ------------------------------------------------------------------ what the apply reports
     def begin(self, run: BackfillRun, project: str) -> None:
-        groups = sorted(run.groups)
+        groups = {str(g): {"label": group_label(run, g), "total": len(run.groups[g])} for g in sorted(run.groups)}
         self.begun = True
         self._flushed({"op": "begin", "key": run.run_id, "name": run.name,
-                    "tags": [f"project:{project}", f"backfill:{run.name}"],
-                    "groups": {str(g): {"label": group_label(run, g), "total": len(run.groups[g])} for g in groups},
-                    "t": time.time()})
+                       "tags": [f"project:{project}", f"backfill:{run.name}"], "groups": groups, "t": time.time()})
 
     def observer(self, run: BackfillRun) -> Callable[[InstanceRow, str, Mapping[str, object]], None]:
         key = run.run_id
