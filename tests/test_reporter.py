@@ -239,3 +239,49 @@ def test_a_backfills_start_is_in_the_reporters_pipe_before_its_first_instance_ru
     finally:
         reporter.close(timeout=5)
         os.close(out_r)
+
+
+def _tagged(tag: str) -> list[int]:
+    """Live processes whose environment carries `tag` (a test's own reporter processes)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if tag.encode() in (proc / "environ").read_bytes() and b"Z" not in (proc / "stat").read_bytes()[-60:]:
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_the_reporter_for_a_standing_server_is_spawned_before_the_imports_and_taken_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from backfill.run import ownreporter
+
+    with socket.socket() as s:  # nobody listens: the reporter waits for the API, then is stopped here
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{s.getsockname()[1]}/api")
+    (tmp_path / "project.yaml").write_text("name: p\n")
+    ownreporter.prestart(tmp_path)  # a first apply: no `.backfill/` yet, so none (it would leave one)
+    assert ownreporter.take(tmp_path) is None and not (tmp_path / ".backfill").exists()
+    (tmp_path / ".backfill").mkdir()
+    ownreporter.prestart(tmp_path)
+    process = ownreporter.take(tmp_path)
+    assert process is not None and process.poll() is None
+    assert ownreporter.take(tmp_path) is None  # taken once
+    process.kill()
+    process.wait()
+    ownreporter.prestart(tmp_path)
+    left = ownreporter._PRESTARTED[tmp_path.resolve()]
+    ownreporter.discard_untaken()  # the command ended before an apply took it
+    assert left.returncode is not None and ownreporter.take(tmp_path) is None
+
+
+def test_a_refused_apply_leaves_no_reporter_process_behind(tutorial: Path) -> None:
+    (tutorial / ".backfill").mkdir()
+    tag = f"BACKFILL_TEST_TAG_{os.getpid()}_{time.monotonic_ns()}"
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api", tag: "1"}
+    out = subprocess.run([BACKFILL, "apply", "--yes", "--project", str(tutorial), "--no-such-option"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert _tagged(tag) == []

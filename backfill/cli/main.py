@@ -38,8 +38,9 @@ def _register_optional() -> None:
 
 
 def _prestart(argv: list[str]) -> None:
-    """`apply` boots the temporary Prefect server first thing: it needs seconds of CPU, the apply
-    waits for it only at its end (run/reporting.py), and this is 0.3 s before the imports allow."""
+    """`apply` boots the temporary Prefect server (or, against a standing server, spawns its reporter
+    process) first thing: it needs seconds of CPU, the apply waits for it only at its end
+    (run/reporting.py), and this is 0.3 s before the imports allow."""
     if len(argv) < 2 or argv[1] != "apply" or any(a.startswith(("--work-pool", "--help")) for a in argv):
         return
     given = next((b for a, b in zip(argv, argv[1:], strict=False) if a in ("--project", "-p")), None)
@@ -48,9 +49,10 @@ def _prestart(argv: list[str]) -> None:
         root = Path(given)
     else:
         root = Path.cwd() if (Path.cwd() / "project.yaml").is_file() else Path.cwd() / "specs"
-    from ..run import tempserver
+    from ..run import ownreporter, tempserver
 
-    tempserver.prestart(root)
+    tempserver.prestart(root)  # without PREFECT_API_URL
+    ownreporter.prestart(root)  # with it
 
 
 def run() -> None:
@@ -67,9 +69,10 @@ def run() -> None:
     except SystemExit as exc:
         code = exc.code
     finally:
-        from ..run import tempserver
+        from ..run import ownreporter, tempserver
 
         tempserver.discard_unadopted()
+        ownreporter.discard_untaken()
     if "prefect" not in sys.modules:
         sys.exit(code)
     # Prefect leaves service threads behind; stop its server and leave without waiting for them

@@ -25,7 +25,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..state.ledger import InstanceRow
+from . import ownreporter
 from .observe import group_label, group_message
 from .reportstream import InstanceEvent, encode_stream
 from .scheduler import BAD, BackfillRun
@@ -61,14 +61,9 @@ class _Link(abc.ABC):
 class _OwnProcess(_Link):
     """A reporter process of its own (a standing server): the stream on its stdin."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
-        self.log = str(log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            # its own session: a Ctrl-C in the terminal reaches the apply, which then reports the end
-            self.process = subprocess.Popen([sys.executable, "-m", "backfill.run.reporter_child"],
-                                            env={**os.environ, **env}, stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+    def __init__(self, root: Path) -> None:
+        self.log = str(ownreporter.log_path(root))
+        self.process = ownreporter.take(root) or ownreporter.spawn(root)  # prestarted by the CLI, or now
 
     def open(self) -> tuple[IO[bytes], IO[bytes]]:
         assert self.process.stdin is not None and self.process.stdout is not None
@@ -266,13 +261,9 @@ def start_reporter(root: Path, server: TemporaryServer | None,
         if server.fresh:
             hello["template"] = str(template_path())
         return Reporter(_ServerSocket(server.reporter_socket, hello, str(server.log_path)), say, standing=False)
-    url = os.environ.get("PREFECT_API_URL")
-    if not url:
+    if not os.environ.get("PREFECT_API_URL"):
         return None
-    env = {"PREFECT_API_URL": url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-           "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
-           "BACKFILL_PREFECT_WAIT": wait or "30"}
-    return Reporter(_OwnProcess(env, root / ".backfill" / "prefect-reporter.log"), say, standing=True)
+    return Reporter(_OwnProcess(root), say, standing=True)
 
 
 def close_reporter(reporter: Reporter, say: Callable[[str], None] | None, timeout: float = 300.0,
