@@ -262,26 +262,33 @@ def test_the_reporter_for_a_standing_server_is_spawned_before_the_imports_and_ta
         s.bind(("127.0.0.1", 0))
         monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{s.getsockname()[1]}/api")
     (tmp_path / "project.yaml").write_text("name: p\n")
-    ownreporter.prestart(tmp_path)  # a first apply: no `.backfill/` yet, so none (it would leave one)
-    assert ownreporter.take(tmp_path) is None and not (tmp_path / ".backfill").exists()
-    (tmp_path / ".backfill").mkdir()
-    ownreporter.prestart(tmp_path)
+    ownreporter.prestart(tmp_path)  # a first apply: the folder for its log is made, and known as made
     process = ownreporter.take(tmp_path)
-    assert process is not None and process.poll() is None
+    assert process is not None and process.poll() is None and ownreporter.made_folder(tmp_path)
+    assert (tmp_path / ".backfill" / "prefect-reporter.log").is_file()
     assert ownreporter.take(tmp_path) is None  # taken once
     process.kill()
     process.wait()
     ownreporter.prestart(tmp_path)
     left = ownreporter._PRESTARTED[tmp_path.resolve()]
-    ownreporter.discard_untaken()  # the command ended before an apply took it
+    ownreporter.discard_untaken()  # the command ended before an apply took it: the folder it made goes too
     assert left.returncode is not None and ownreporter.take(tmp_path) is None
+    assert not (tmp_path / ".backfill").exists()
+    ownreporter._MADE.clear()
 
 
-def test_a_refused_apply_leaves_no_reporter_process_behind(tutorial: Path) -> None:
-    (tutorial / ".backfill").mkdir()
+@pytest.mark.parametrize("refusal", ["usage", "specs"])
+def test_a_refused_first_apply_against_a_standing_server_leaves_nothing(tutorial: Path, refusal: str) -> None:
+    # the reporter spawned before the imports is stopped, and the `.backfill/` made for its log removed
     tag = f"BACKFILL_TEST_TAG_{os.getpid()}_{time.monotonic_ns()}"
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api", tag: "1"}
-    out = subprocess.run([BACKFILL, "apply", "--yes", "--project", str(tutorial), "--no-such-option"], env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2, out.stdout + out.stderr
+    args = [BACKFILL, "apply", "--yes", "--project", str(tutorial)]
+    if refusal == "usage":
+        args.append("--no-such-option")
+    else:
+        edit(tutorial / "sql" / "dws_all.sql", "{{ ref('fct_order_buy_di') }}", "{{ ref('no_such_table') }}")
+    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == (2 if refusal == "usage" else 1), out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
     assert _tagged(tag) == []
+    assert not (tutorial / ".backfill").exists()

@@ -28,7 +28,7 @@ from ..plan.workspace import (
 from ..spec.model import Project
 from ..state.claims import lease_seconds, process_claimant
 from ..state.ledger import Ledger
-from . import heap, tempserver
+from . import heap, ownreporter, tempserver
 from .claiming import attach_claims, ended_flow_runs, prepare_run, tend
 from .decide import decide
 from .executor import Executor
@@ -150,7 +150,7 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
     existed = (root / ".backfill").exists()
     early = not work_pool and (root / "project.yaml").is_file()
     server = tempserver.adopt(root) or (tempserver.for_project(root) if early else None)
-    fresh = not existed or (server is not None and server.made_folder)
+    fresh = not existed or (server is not None and server.made_folder) or ownreporter.made_folder(root)
     reporter = start_reporter(root, server, say) if early else None
     try:
         project = load_project(root)

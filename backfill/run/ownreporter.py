@@ -5,22 +5,24 @@ first thing (`prestart`, from cli/main.py, before the CLI imports its own stack)
 overlaps ours, instead of starting 0.3 s later. reporting.py takes it over (`take`) or spawns one
 (`spawn`); one no apply took is stopped when the command ends (`discard_untaken`).
 
-Only where the project's `.backfill/` exists already (its log goes there): a first apply, which must
-leave nothing behind when its specs do not validate, spawns its reporter when the apply starts.
-Standard library only: importing this costs nothing.
+Its log goes to the project's `.backfill/`; a first apply's prestart makes that folder, and a first
+apply that is refused removes it again (`made_folder`, as the temporary server's). Standard library
+only: importing this costs nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["discard_untaken", "log_path", "prestart", "spawn", "take"]
+__all__ = ["discard_untaken", "log_path", "made_folder", "prestart", "spawn", "take"]
 
 _PRESTARTED: dict[Path, subprocess.Popen[bytes]] = {}
+_MADE: set[Path] = set()  # projects whose `.backfill/` a prestart made
 
 
 def log_path(root: Path) -> Path:
@@ -42,8 +44,15 @@ def spawn(root: Path) -> subprocess.Popen[bytes]:
 
 
 def prestart(root: Path) -> None:
-    if os.environ.get("PREFECT_API_URL") and (root / "project.yaml").is_file() and (root / ".backfill").is_dir():
+    if os.environ.get("PREFECT_API_URL") and (root / "project.yaml").is_file():
+        if not (root / ".backfill").exists():
+            _MADE.add(root.resolve())
         _PRESTARTED[root.resolve()] = spawn(root)
+
+
+def made_folder(root: Path) -> bool:
+    """A prestart made the project's `.backfill/` (this command's first apply): a refused apply removes it."""
+    return root.resolve() in _MADE
 
 
 def take(root: Path) -> subprocess.Popen[bytes] | None:
@@ -56,8 +65,10 @@ def take(root: Path) -> subprocess.Popen[bytes] | None:
 
 def discard_untaken() -> None:
     """Stop a prestarted reporter no apply took (the command ended before: bad usage, a refused plan)."""
-    for process in _PRESTARTED.values():
+    for root, process in _PRESTARTED.items():
         with contextlib.suppress(OSError):
             process.kill()
         process.wait()
+        if root in _MADE:
+            shutil.rmtree(root / ".backfill", ignore_errors=True)
     _PRESTARTED.clear()
