@@ -67,9 +67,7 @@ def watch():
             boot.set()
             byte = os.read(fd, 1)
         if byte == b"L":  # the apply ended: record what it sent, then go
-            # the death signal belongs to the main thread: turned off while it still idles in boot.wait
-            # (a signal interrupts that wait at once; once booting, it is busy importing Prefect)
-            os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), signal.SIGUSR1)  # the main thread's death signal off while it idles, not importing
             boot.set()
             from backfill.run.reporter_host import recording
             deadline = time.monotonic() + 300
