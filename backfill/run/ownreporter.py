@@ -44,10 +44,18 @@ def spawn(root: Path) -> subprocess.Popen[bytes]:
 
 
 def prestart(root: Path) -> None:
-    if os.environ.get("PREFECT_API_URL") and (root / "project.yaml").is_file():
-        if not (root / ".backfill").exists():
-            _MADE.add(root.resolve())
-        _PRESTARTED[root.resolve()] = spawn(root)
+    if not (os.environ.get("PREFECT_API_URL") and (root / "project.yaml").is_file()):
+        return
+    made = not (root / ".backfill").exists()
+    try:
+        process = spawn(root)
+    except OSError:  # a folder that cannot be written: the apply spawns it later, and says what is wrong
+        if made:
+            shutil.rmtree(root / ".backfill", ignore_errors=True)
+        return
+    if made:
+        _MADE.add(root.resolve())
+    _PRESTARTED[root.resolve()] = process
 
 
 def made_folder(root: Path) -> bool:
