@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 from steering import dates, edit, statuses
-from test_tempserver import wait_for_no_server
+from test_faults import processes_marked
+from test_tempserver import _alive, wait_for_no_server
 
 BACKFILL = str(Path(sys.executable).parent / "backfill")
 
@@ -241,19 +242,6 @@ def test_a_backfills_start_is_in_the_reporters_pipe_before_its_first_instance_ru
         os.close(out_r)
 
 
-def _tagged(tag: str) -> list[int]:
-    """Live processes whose environment carries `tag` (a test's own reporter processes)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if tag.encode() in (proc / "environ").read_bytes() and b"Z" not in (proc / "stat").read_bytes()[-60:]:
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return found
-
-
 def test_the_reporter_for_a_standing_server_is_spawned_before_the_imports_and_taken_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from backfill.run import ownreporter
@@ -290,5 +278,5 @@ def test_a_refused_first_apply_against_a_standing_server_leaves_nothing(tutorial
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == (2 if refusal == "usage" else 1), out.stdout + out.stderr
     assert "Traceback" not in out.stderr
-    assert _tagged(tag) == []
+    assert [pid for pid in processes_marked(tag) if _alive(pid)] == []
     assert not (tutorial / ".backfill").exists()
