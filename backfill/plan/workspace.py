@@ -120,7 +120,9 @@ def build_plans(root: Path, only: list[str] | None = None, today: date | None = 
         view = view_of(ledger)
         if validated is None or not view.is_empty:
             validated = validate_project(root, today=today, ledger=view, only=only)
-        state = "" if not with_state else ledger.fingerprint_of_state() if ledger is not None else "empty"
+        state = ""
+        if with_state:
+            state = ledger.fingerprint_of_state() if ledger is not None else "empty"
     finally:
         if own and ledger is not None:
             ledger.close()
