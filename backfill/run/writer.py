@@ -52,6 +52,11 @@ class LedgerWriter:
             while self._queue and self._error is None:  # in order, at most max_batch a transaction
                 take = min(len(self._queue), self.max_batch)
                 self._write([self._queue.popleft() for _ in range(take)])
+                # one transaction an interval: what arrived during that write waits for the next turn
+                # (writing it at once took two to four more small transactions a turn); a backlog of a
+                # whole batch goes on at once, and closing writes everything
+                if not stop and len(self._queue) < self.max_batch:
+                    break
 
     def _write(self, batch: list[Mapping[str, Any]]) -> None:
         for n in range(self.RETRIES + 1):
