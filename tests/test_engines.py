@@ -13,7 +13,8 @@ import pytest
 
 from backfill.run.engines import CancelToken, Engine, EngineError, WriteCancelled, WriteRequest, open_engine
 from backfill.run.engines.duckdb_engine import DuckDBEngine
-from backfill.run.engines.postgres_engine import PostgresEngine, pg_type
+from backfill.run.engines.pg_common import pg_type
+from backfill.run.engines.postgres_engine import PostgresEngine
 from backfill.spec.model import EngineConfig, Field, Project, Table, Template
 
 sys.path.insert(0, str(Path(__file__).parent))

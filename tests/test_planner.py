@@ -652,7 +652,7 @@ def test_an_interval_ending_on_a_day_covers_that_whole_day_for_hourly_tables() -
     from datetime import datetime as dt
 
     from backfill.plan.planner import expand_timestamps
-    from backfill.spec.loader import parse_timestamp
+    from backfill.spec.timestamps import parse_timestamp
 
     start, end = parse_timestamp("2026-07-01T22"), parse_timestamp("2026-07-02")
     iv = DateInterval(start[0], end[0], start[1] and end[1], start_hour=start[1], end_hour=end[1])

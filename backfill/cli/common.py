@@ -20,9 +20,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 
 
 def project_root(given: Path | None) -> Path:
-    from ..spec.loader import find_project_root
-
-    return find_project_root(given)
+    """`--project DIR`, else the current directory if it holds project.yaml, else ./specs."""
+    if given is not None:
+        return given
+    here = Path.cwd()
+    if (here / "project.yaml").exists() or not (here / "specs" / "project.yaml").exists():
+        return here
+    return here / "specs"
 
 
 class LibraryLog(logging.Handler):

@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         from ..run.engines import open_engine
-        from ..spec.loader import load_project, parse_timestamp
+        from ..spec.loader import load_project
+        from ..spec.timestamps import parse_timestamp
 
         if ds is not None:
             try:

@@ -14,20 +14,12 @@ from ..sql.compiler import ProjectCompiler
 from ..sql.readsets import ReadSet
 from .batches import TableRun, assign_batches, table_runs
 from .dag import downstream_of, topological_order
+from .dates import expand_timestamps, split_groups
 from .graph import ds_text, project_graph, read_location
 from .lineage import WriteIndex, WrittenTimes, chain_note, partition_cycle, rewritten_after, upstream_ids
 
-__all__ = [
-    "Action",
-    "BackfillPlan",
-    "LedgerView",
-    "PlannedInstance",
-    "ds_text",
-    "split_groups",
-    "expand_timestamps",
-    "plan_backfill",
-    "project_graph",
-]
+__all__ = ["Action", "BackfillPlan", "LedgerView", "PlannedInstance", "ds_text", "expand_timestamps",
+           "plan_backfill", "project_graph", "split_groups"]
 
 Action = Literal["new", "stale", "done", "failed"]
 Mode = Literal["run", "skip", "dry_run"]
@@ -100,39 +92,6 @@ class BackfillPlan:
     @property
     def to_run(self) -> tuple[PlannedInstance, ...]:
         return tuple(i for i in self.instances if i.action != "done")
-
-
-def expand_timestamps(intervals: Iterable[DateInterval], hourly: bool) -> list[datetime]:
-    out: set[datetime] = set()
-    for iv in intervals:
-        if hourly:
-            start = iv.start if iv.start_names_hour else datetime.combine(iv.start.date(), datetime.min.time())
-            end = iv.end if iv.end_names_hour else \
-                datetime.combine(iv.end.date(), datetime.min.time()) + timedelta(hours=23)
-            step = timedelta(hours=1)
-        else:
-            start = datetime.combine(iv.start.date(), datetime.min.time())
-            end = datetime.combine(iv.end.date(), datetime.min.time())
-            step = timedelta(days=1)
-        t = start
-        while t <= end:
-            out.add(t)
-            t += step
-    return sorted(out)
-
-
-def split_groups(days: list[date], groups: int) -> list[list[date]]:
-    """Consecutive chunks: 10 days in 3 groups -> 4/3/3; 3 days in 5 groups -> 3 groups of 1."""
-    n = min(groups, len(days))
-    if n == 0:
-        return []
-    size, extra = divmod(len(days), n)
-    out, start = [], 0
-    for g in range(n):
-        end = start + size + (1 if g < extra else 0)
-        out.append(days[start:end])
-        start = end
-    return out
 
 
 def _selected(selection: object, table: str) -> bool:

@@ -39,69 +39,6 @@ from pathlib import Path
 __all__ = ["TemporaryServer", "adopt", "discard_unadopted", "for_project", "prestart", "running", "start",
            "stop_all", "template_path"]
 
-# Run in the child: arrange to die with the parent, then become the server (uvicorn on Prefect's app).
-_CHILD = r"""
-import fcntl, os, sys, signal, threading, time
-os.nice(10)  # the apply's own work first: this server records it, nobody waits for its boot
-try:
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # and only on a core the apply leaves idle
-except (AttributeError, OSError):
-    pass
-parent = int(sys.argv[1])
-if sys.argv[3] == "main":
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-if os.getppid() != parent:
-    os._exit(0)
-fd = int(sys.argv[2])
-boot = threading.Event()  # deferred: Prefect is imported once the apply ran (L) or someone asks (G)
-if sys.argv[5] == "now":
-    boot.set()
-def watch():
-    try:
-        byte = os.read(fd, 1)
-        while byte == b"G":
-            boot.set()
-            byte = os.read(fd, 1)
-        if byte == b"L":  # the apply ended: record what it sent, then go
-            os.kill(os.getpid(), signal.SIGUSR1)  # the main thread's death signal off while it idles, not importing
-            boot.set()
-            from backfill.run.reporter_host import recording
-            deadline = time.monotonic() + 300
-            time.sleep(0.2)
-            while recording() and time.monotonic() < deadline:
-                time.sleep(0.1)
-    finally:
-        try:
-            os.unlink("lingering")
-        except OSError:
-            pass
-        os._exit(0)
-def keep(signum, frame):
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, 0)
-    except Exception:
-        pass
-    open("lingering", "w").close()  # tells the apply it may exit: the death signal is off
-signal.signal(signal.SIGUSR1, keep)
-threading.Thread(target=watch, daemon=True).start()
-def report(name):  # the reporter of each apply connecting to this server (reporter_child.py)
-    from backfill.run.reporter_host import serve_socket
-    serve_socket(name, boot.wait)  # each stream is read as it comes; played once we boot
-threading.Thread(target=report, args=(sys.argv[4],), daemon=True).start()
-while not boot.wait(0.1):  # in steps: the main thread's signal handler runs meanwhile
-    pass
-lock = open("server.lock", "w")
-fcntl.flock(lock, fcntl.LOCK_EX)  # one server on this database: a lingering one finishes first
-sys.argv = ["uvicorn"] + sys.argv[6:]
-import uvicorn.main
-uvicorn.main.main()
-"""
-
 
 @dataclass
 class TemporaryServer:
@@ -227,8 +164,8 @@ def start(home: Path, defer: bool = False) -> TemporaryServer:
         log_path = home / "server.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(os.getpid()), str(read_fd), thread, _socket_name(port),
-                 "later" if defer else "now", "--factory", "prefect.server.api.server:create_app",
+                [sys.executable, "-m", "backfill.run.serverchild", str(os.getpid()), str(read_fd), thread,
+                 _socket_name(port), "later" if defer else "now", "--factory", "prefect.server.api.server:create_app",
                  "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 pass_fds=(read_fd,), cwd=str(home))

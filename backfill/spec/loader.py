@@ -9,7 +9,6 @@ from typing import Any
 from ..errors import SpecError, SpecErrors
 from .model import (
     Backfill,
-    DateInterval,
     EngineConfig,
     Field,
     Project,
@@ -23,31 +22,10 @@ from .model import (
 )
 from .reserved import ledger_shares_warehouse, reserved_name_errors
 from .schema_check import check_schema
+from .timestamps import read_intervals
 from .yamlpos import Located, load_yaml_file, read_regular_text
 
-__all__ = ["LAST_YEAR", "load_project", "find_project_root", "parse_timestamp"]
-
-LAST_YEAR = 9998  # the last year a data timestamp may name: date arithmetic around it stays in range
-
-
-def find_project_root(given: str | Path | None) -> Path:
-    """`--project DIR`, else the current directory if it holds project.yaml, else ./specs."""
-    if given is not None:
-        return Path(given)
-    here = Path.cwd()
-    if (here / "project.yaml").exists() or not (here / "specs" / "project.yaml").exists():
-        return here
-    return here / "specs"
-
-
-def parse_timestamp(text: str) -> tuple[datetime, bool]:
-    """A data timestamp `YYYY-MM-DD` or `YYYY-MM-DDTHH[:00[:00]]` -> (datetime, names an hour)."""
-    text = text.strip().replace(" ", "T")
-    if "T" in text:
-        day, hour = text.split("T", 1)
-        return datetime.fromisoformat(f"{day}T{hour[:2]}:00:00"), True
-    return datetime.fromisoformat(text), False
-
+__all__ = ["load_project"]
 
 def _spec_files(root: Path, folder: str) -> list[Path]:
     d = root / folder
@@ -236,7 +214,7 @@ class _Loader:
                 for i, name in enumerate(sel):
                     if name not in tables and name not in self.broken:
                         self.errors.append(doc.error((key, i), _unknown_table(name, tables)))
-        intervals = self.intervals(doc, v.get("data_timestamp"))
+        intervals = read_intervals(doc, v.get("data_timestamp"), self.errors)
         runtime = None
         if v.get("runtime", "immediately") != "immediately":
             try:
@@ -252,42 +230,6 @@ class _Loader:
             dry_run=_selection(v.get("dry_run", "none")), params=v.get("params") or {},
             retries=_retries(v.get("retries")),
         )
-
-    def intervals(self, doc: Located, raw: Any) -> tuple[DateInterval, ...] | None:
-        if raw is None:
-            return None
-        items = raw if isinstance(raw, list) else [raw]
-        base: tuple[str | int, ...] = ("data_timestamp",)
-        out = []
-        for i, item in enumerate(items):
-            at = base + (i,) if isinstance(raw, list) else base
-            if isinstance(item, str):
-                ts = self.timestamp(doc, at, item)
-                if ts:
-                    out.append(DateInterval(ts[0], ts[0], ts[1]))
-                continue
-            start = self.timestamp(doc, at + ("start",), item["start"])
-            end = self.timestamp(doc, at + ("end",), item["end"])
-            if start is None or end is None:
-                continue
-            if end[0] < start[0]:
-                self.errors.append(doc.error(at + ("end",), f"interval ends ({item['end']}) before it starts "
-                                             f"({item['start']}); swap start and end"))
-                continue
-            out.append(DateInterval(start[0], end[0], start[1] and end[1], start_hour=start[1], end_hour=end[1]))
-        return tuple(out)
-
-    def timestamp(self, doc: Located, at: tuple[str | int, ...], text: str) -> tuple[datetime, bool] | None:
-        try:
-            found = parse_timestamp(text)
-        except ValueError as exc:
-            self.errors.append(doc.error(at, f"'{text}' is not a real date or hour: {exc}"))
-            return None
-        if found[0].year > LAST_YEAR:
-            self.errors.append(doc.error(at, f"'{text}' is out of range: data timestamps run from 0001-01-01 "
-                                         f"to {LAST_YEAR}-12-31"))
-            return None
-        return found
 
 
 def _unknown_table(name: str, tables: dict[str, Table]) -> str:

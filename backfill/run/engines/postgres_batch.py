@@ -13,6 +13,7 @@ import psycopg
 from .base import MARKER_TABLE, CancelToken, WriteCancelled, qident, qlist
 from .batch import BatchRequest, batch_error, batch_insert, batch_select, count_sql, marker_inserts, per_member
 from .lockdown import TimeLimit, time_limit
+from .pg_common import cancel_query, write_failure
 
 if TYPE_CHECKING:
     from .postgres_engine import PostgresEngine
@@ -21,8 +22,6 @@ __all__ = ["pg_write_batch"]
 
 
 def pg_write_batch(engine: PostgresEngine, req: BatchRequest, cancel: CancelToken | None) -> dict[str, int]:
-    from .postgres_engine import _cancel, write_failure  # noqa: PLC0415 - the engine module imports this one lazily
-
     token = cancel or CancelToken()
     duck = engine._duck_cursor() if req.table.kind == "integration" else None
 
@@ -35,7 +34,7 @@ def pg_write_batch(engine: PostgresEngine, req: BatchRequest, cancel: CancelToke
             def interrupt() -> None:
                 if duck is not None:
                     duck.interrupt()
-                _cancel(conn)
+                cancel_query(conn)
             token.on_cancel(interrupt)
             limit = TimeLimit(req.table.timeout or engine.timeout)
             try:

@@ -39,43 +39,13 @@ from .base import (
 )
 from .batch import BatchRequest
 from .lockdown import DUCKDB_CONFIG, TimeLimit, lock_down_duckdb, time_limit
+from .pg_common import cancel_query, pg_type, write_failure
 from .pg_pool import Pool
 
-__all__ = ["PostgresEngine", "pg_type"]
+__all__ = ["PostgresEngine"]
 
-# DuckDB-style declared types whose PostgreSQL spelling differs; the rest are the same
-_PG_TYPES = {
-    "DOUBLE": "DOUBLE PRECISION", "FLOAT8": "DOUBLE PRECISION", "FLOAT": "REAL", "FLOAT4": "REAL",
-    "TINYINT": "SMALLINT", "INT1": "SMALLINT", "UTINYINT": "SMALLINT", "USMALLINT": "INTEGER",
-    "UINTEGER": "BIGINT", "UBIGINT": "NUMERIC(20,0)", "HUGEINT": "NUMERIC(38,0)",
-    "STRING": "TEXT", "BLOB": "BYTEA", "DATETIME": "TIMESTAMP",
-}
 _TMP = qident("_bf_src")
 Conn = psycopg.Connection[Any]
-
-
-def pg_type(declared: str) -> str:
-    m = re.match(r"\s*([A-Za-z0-9_]+)\s*(.*)$", declared)
-    if not m or m.group(2):
-        return declared
-    return _PG_TYPES.get(m.group(1).upper(), declared)
-
-
-def _cancel(conn: Conn) -> None:
-    if hasattr(conn, "cancel_safe"):
-        conn.cancel_safe(timeout=5.0)
-    else:
-        conn.cancel()
-
-
-def write_failure(exc: Exception, token: CancelToken, limit: TimeLimit, label: str, failed: str, table: str,
-                  otherwise: Exception) -> Exception:
-    """What a failed write (one partition or one batch) raises: cancelled, out of time, or `otherwise`."""
-    if token.cancelled:
-        return WriteCancelled(f"{label}: cancelled")
-    if limit.expired or isinstance(exc, psycopg.errors.QueryCanceled):
-        return EngineError(failed + limit.message(table))
-    return otherwise
 
 
 class PostgresEngine(MarkerReads):
@@ -198,7 +168,7 @@ class PostgresEngine(MarkerReads):
                 def interrupt() -> None:
                     if duck is not None:
                         duck.interrupt()
-                    _cancel(conn)
+                    cancel_query(conn)
                 token.on_cancel(interrupt)
                 try:
                     if token.cancelled:
