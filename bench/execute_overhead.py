@@ -287,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"apply outcome:           {best['counts']}; {best['rows']} rows in t")
         if args.repeat > 1:
             apply_walls = [float(a["wall"]) for a in applies]
+            paired = [float(a["wall"]) / w for a, (w, _) in zip(applies, bases, strict=True)]
+            print(f"round by round:          apply / baseline of the same round: median "
+                  f"{statistics.median(paired):.2f}x, {min(paired):.2f}-{max(paired):.2f}x "
+                  "(the goal compares the best of each)")
             print(f"runs (s):                baseline {', '.join(f'{w:.3f}' for w, _ in bases)}; "
                   f"+ marker {', '.join(f'{w:.3f}' for w in marked)}; "
                   f"engine {', '.join(f'{w:.3f}' for w in engines)}; "

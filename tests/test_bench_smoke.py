@@ -72,6 +72,7 @@ def test_execute_overhead_prints_its_table_at_a_tiny_size() -> None:
     two = r"[0-9.]+, [0-9.]+"
     assert re.search(rf"runs \(s\): +baseline {two}; \+ marker {two}; engine {two}; apply {two} \(median", out)
     assert re.search(r"apply over engine alone: [0-9.]+x .*the marker row alone costs the plain pool [0-9.]+x", out)
+    assert re.search(r"round by round: +apply / baseline of the same round: median [0-9.]+x, [0-9.]+-[0-9.]+x", out)
 
 
 def test_apply_scale_applies_both_sizes_and_prints_the_ratio() -> None:
