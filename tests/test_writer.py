@@ -53,7 +53,7 @@ def until(check: Any, seconds: float = 5.0) -> bool:
 
 def test_what_arrives_during_a_write_waits_for_the_next_turn_as_one_transaction(tmp_path: Path) -> None:
     ledger = ledger_with_instances(tmp_path)
-    writer = LedgerWriter(ledger, interval=0.3, max_batch=100)
+    writer = LedgerWriter(ledger, interval=0.5, max_batch=100)
     try:
         writer.put(IDS[0], {"status": "running"})
         assert ledger.writing.wait(5)  # the first turn took one change and is writing it
@@ -88,7 +88,7 @@ def test_close_writes_everything_queued_in_batches_in_order(tmp_path: Path) -> N
 
 def test_a_backlog_during_a_run_is_written_in_whole_batches_without_waiting(tmp_path: Path) -> None:
     ledger = ledger_with_instances(tmp_path)
-    writer = LedgerWriter(ledger, interval=0.2, max_batch=4)
+    writer = LedgerWriter(ledger, interval=0.5, max_batch=4)
     try:
         writer.put(IDS[0], {"status": "running"})
         assert ledger.writing.wait(5)
