@@ -434,3 +434,38 @@ def test_a_lost_warehouse_connection_fails_its_instance_never_succeeds(
                 assert oracle.sort_rows(rows) == oracle.expected(small, table, ds, loaded), (table, ds)
     counts = marker_counts()
     assert len(counts) == INSTANCES and set(counts.values()) == {1}, counts
+
+
+def test_a_warehouse_another_process_holds_is_one_error_line_and_changes_nothing(small: Path, prefect_api: str) -> None:
+    spec = small / "backfills" / "logical_tables.yaml"
+    spec.write_text(spec.read_text().replace("end: 2026-07-02}", "end: 2026-07-01}"))  # first: a part of it
+    assert apply_project(small, say=lambda m: None).ok
+    spec.write_text(spec.read_text().replace("end: 2026-07-01}", "end: 2026-07-02}"))
+    ledger = open_ledger(load_project(small))
+    try:
+        before = [(r.id, r.status, r.attempts, r.run_id) for r in ledger.instances()]
+    finally:
+        ledger.close()
+    written = markers(small)
+    warehouse = small / ".backfill" / "warehouse.duckdb"
+    hold = (f"import duckdb, sys\ncon = duckdb.connect({str(warehouse)!r})\n"
+            "print('holding', flush=True)\nsys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        done = run_cli("apply", "--yes", "--project", str(small))
+    finally:
+        holder.communicate("", timeout=30)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: cannot open the DuckDB warehouse {warehouse}: "), done.stderr
+    our_lines_only(done.stderr)
+    ledger = open_ledger(load_project(small))
+    try:
+        assert [(r.id, r.status, r.attempts, r.run_id) for r in ledger.instances()] == before  # nothing recorded
+        assert ledger.lock_holder() is None
+    finally:
+        ledger.close()
+    assert markers(small) == written
+    apply_again(small)

@@ -31,6 +31,7 @@ from ..state.ledger import Ledger
 from . import heap, ownreporter, tempserver
 from .claiming import attach_claims, ended_flow_runs, prepare_run, tend
 from .decide import decide
+from .engines import EngineOpening
 from .executor import Executor
 from .lock import hold_lock
 from .records import ApplyRecords
@@ -211,12 +212,12 @@ NEXT_APPLY = "run `backfill apply` to resume"
 def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRecords, report: ApplyReport,
                   signalled: Any, selectors: Sequence[str], plan_file: Path | None, today: date | None,
                   executor: Executor, first: Validated | None = None) -> None:
-    from .engines import open_engine
-
     started: list[str] = []  # instances this apply recorded to run now
-    engine = open_engine(project)
+    # the warehouse opens (10-60 ms) on another thread while recovery looks and the plans are built;
+    # it is waited for before the first ledger write: a warehouse that cannot be opened records nothing
+    opening = EngineOpening(project)
     try:
-        report.recovered = records.recover(engine, ended_flow_runs)
+        report.recovered = records.recover(opening.engine, ended_flow_runs)
         live = records.live_claims()
         if live:
             raise UserError(f"{len(live)} instance(s) are still executing elsewhere (for example {live[0].id}, "
@@ -225,6 +226,7 @@ def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRe
         if plan_file is not None:  # plan what the saved plan covers, to compare like with like
             only = saved_plan_keys(root, plan_file) or None
         result = build_plans(root, only, today=today, ledger=ledger, validated=first, with_state=plan_file is not None)
+        engine = opening.engine()
         if plan_file is not None:
             check_saved_plan(root, plan_file, ledger, result)
         records.refresh_done(result.validated.project, result.plans)
@@ -246,7 +248,7 @@ def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRe
             records.kill_unfinished(started, signalled.reason or "killed")
         raise
     finally:
-        engine.close()
+        opening.close()
 
 
 @heap.frozen_heap()

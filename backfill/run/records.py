@@ -30,14 +30,16 @@ class ApplyRecords:
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
 
-    def recover(self, engine: Any, ended_runs: Callable[[Sequence[str]], set[str]] | None = None) -> list[str]:
+    def recover(self, engine: Callable[[], Any],
+                ended_runs: Callable[[Sequence[str]], set[str]] | None = None) -> list[str]:
         """Instances a dead apply left `running` or `waiting`: settled from the warehouse's write markers.
 
         Only instances whose runner is gone: unclaimed ones, claims of a dead process on this host, of a
         flow run that ended crashed or cancelled (`ended_runs`: those of the given flow run ids), or whose
         lease expired. A write that committed is recorded as success (never run twice); anything else
         goes back to `pending` and runs again. The claims of live runners are left alone: an apply
-        refuses to run while they hold instances (`live_claims`)."""
+        refuses to run while they hold instances (`live_claims`). `engine()`: the warehouse, asked for
+        only when there is something to settle (it may still be opening)."""
         ledger = self.ledger
         recovered: list[str] = []
         now = time.time()
@@ -51,7 +53,7 @@ class ApplyRecords:
         for row in candidates:
             if not _runner_gone(row, now, ended):
                 continue
-            committed = sorted(engine.committed_attempts(f"{row.run_id}:{row.id}:")) if row.run_id else []
+            committed = sorted(engine().committed_attempts(f"{row.run_id}:{row.id}:")) if row.run_id else []
             if committed:
                 fields = (*row.fields, *row.linked) if row.fields else ("*",)
                 ledger.apply_updates([{

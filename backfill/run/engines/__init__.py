@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
+from typing import Any
 
 from ...spec.model import Project
 from .base import CancelToken, Engine, EngineError, WriteCancelled, WriteRequest
 
-__all__ = ["CancelToken", "Engine", "EngineError", "WriteCancelled", "WriteRequest", "open_engine"]
+__all__ = ["CancelToken", "Engine", "EngineError", "EngineOpening", "WriteCancelled", "WriteRequest",
+           "open_engine"]
 
 
 def open_engine(project: Project, read_only: bool = False) -> Engine:
@@ -32,3 +35,33 @@ def open_engine(project: Project, read_only: bool = False) -> Engine:
         return PostgresEngine(url, cfg.schema, project.root, pool_size=max(1, project.max_parallel) + 1,
                               read_only=read_only, sources=project.sources, timeout=project.timeout)
     raise EngineError(f"unknown engine type '{cfg.type}'")
+
+
+class EngineOpening:
+    """The project's engine, opened on a thread of its own while the caller goes on (a DuckDB file
+    takes 10-60 ms to open); `engine()` waits for it and raises what opening it raised, `close()`
+    waits and closes it if it opened."""
+
+    def __init__(self, project: Project) -> None:
+        self._opened: list[Engine] = []
+        self._failed: list[BaseException] = []
+
+        def open_it() -> None:
+            try:
+                self._opened.append(open_engine(project))
+            except BaseException as exc:  # noqa: BLE001 - raised by engine(), in the caller's thread
+                self._failed.append(exc)
+
+        self._thread = threading.Thread(target=open_it, name="open-warehouse", daemon=True)
+        self._thread.start()
+
+    def engine(self) -> Any:
+        self._thread.join()
+        if self._failed:
+            raise self._failed[0]
+        return self._opened[0]
+
+    def close(self) -> None:
+        self._thread.join()
+        if self._opened:
+            self._opened[0].close()
