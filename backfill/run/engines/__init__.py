@@ -39,18 +39,29 @@ def open_engine(project: Project, read_only: bool = False) -> Engine:
 
 class EngineOpening:
     """The project's engine, opened on a thread of its own while the caller goes on (a DuckDB file
-    takes 10-60 ms to open); `engine()` waits for it and raises what opening it raised, `close()`
-    waits and closes it if it opened."""
+    takes 10-60 ms to open); `engine()` waits for it and raises what opening it raised.
+
+    `close()` closes it, waiting at most `wait` seconds for an opening still under way (a caller
+    stopped by a signal before it needed the engine, with a PostgreSQL server that does not answer):
+    an engine that opens after that is closed by its own thread at once, never left open."""
 
     def __init__(self, project: Project) -> None:
         self._opened: list[Engine] = []
         self._failed: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._closed = False
 
         def open_it() -> None:
             try:
-                self._opened.append(open_engine(project))
+                engine = open_engine(project)
             except BaseException as exc:  # noqa: BLE001 - raised by engine(), in the caller's thread
                 self._failed.append(exc)
+                return
+            with self._lock:
+                if not self._closed:
+                    self._opened.append(engine)
+                    return
+            engine.close()
 
         self._thread = threading.Thread(target=open_it, name="open-warehouse", daemon=True)
         self._thread.start()
@@ -61,7 +72,10 @@ class EngineOpening:
             raise self._failed[0]
         return self._opened[0]
 
-    def close(self) -> None:
-        self._thread.join()
-        if self._opened:
-            self._opened[0].close()
+    def close(self, wait: float = 5.0) -> None:
+        self._thread.join(wait)
+        with self._lock:
+            self._closed = True
+            opened, self._opened = self._opened, []
+        for engine in opened:
+            engine.close()
