@@ -54,4 +54,4 @@ def test_closed_before_it_was_needed_leaves_nothing_open(tmp_path: Path) -> None
     opening._thread.join(30)
     assert not opening._thread.is_alive()
     assert others_can_open(tmp_path / ".backfill" / "warehouse.duckdb")
-    assert opening._opened == []
+    assert opening._opened is None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
 
 from ...spec.model import Project
 from .base import CancelToken, Engine, EngineError, WriteCancelled, WriteRequest
@@ -46,8 +45,8 @@ class EngineOpening:
     an engine that opens after that is closed by its own thread at once, never left open."""
 
     def __init__(self, project: Project) -> None:
-        self._opened: list[Engine] = []
-        self._failed: list[BaseException] = []
+        self._opened: Engine | None = None
+        self._failed: BaseException | None = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -55,27 +54,28 @@ class EngineOpening:
             try:
                 engine = open_engine(project)
             except BaseException as exc:  # noqa: BLE001 - raised by engine(), in the caller's thread
-                self._failed.append(exc)
+                self._failed = exc
                 return
             with self._lock:
                 if not self._closed:
-                    self._opened.append(engine)
+                    self._opened = engine
                     return
             engine.close()
 
         self._thread = threading.Thread(target=open_it, name="open-warehouse", daemon=True)
         self._thread.start()
 
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         self._thread.join()
-        if self._failed:
-            raise self._failed[0]
-        return self._opened[0]
+        if self._failed is not None:
+            raise self._failed
+        assert self._opened is not None  # opened, and not closed yet
+        return self._opened
 
     def close(self, wait: float = 5.0) -> None:
         self._thread.join(wait)
         with self._lock:
             self._closed = True
-            opened, self._opened = self._opened, []
-        for engine in opened:
-            engine.close()
+            opened, self._opened = self._opened, None
+        if opened is not None:
+            opened.close()
