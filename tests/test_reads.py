@@ -77,6 +77,17 @@ CASES = [
      "WHERE ds > '2026-06-30') AS s WHERE s.ds <= '2026-07-02'", {"ods": one("2026-07-01", "2026-07-02")}),
     ("not through a window", "WITH w AS (SELECT ds, id, LAG(v) OVER (PARTITION BY id ORDER BY ds) AS p "
      "FROM ods) SELECT id FROM w WHERE w.ds = '2026-07-03'", {"ods": "all"}),
+    ("not through QUALIFY", "SELECT f.id FROM (SELECT o.id, o.ds FROM ods AS o QUALIFY row_number() OVER "
+     "(PARTITION BY o.id ORDER BY o.ds) = 1) AS f WHERE f.ds BETWEEN '2026-07-01' AND '2026-07-07'",
+     {"ods": "all"}),
+    ("not through DISTINCT ON", "SELECT f.id FROM (SELECT DISTINCT ON (o.id) o.id, o.ds FROM ods AS o "
+     "ORDER BY o.id, o.ds) AS f WHERE f.ds = '2026-07-03'", {"ods": "all"}),
+    ("through a plain DISTINCT", "SELECT f.id FROM (SELECT DISTINCT o.id, o.ds FROM ods AS o) AS f "
+     "WHERE f.ds = '2026-07-03'", {"ods": one("2026-07-03", "2026-07-03")}),
+    ("through a GROUP BY on the partition column", "SELECT f.id FROM (SELECT o.id, o.ds, sum(o.v) AS v "
+     "FROM ods AS o GROUP BY o.id, o.ds) AS f WHERE f.ds = '2026-07-03'", {"ods": one("2026-07-03", "2026-07-03")}),
+    ("not through an aggregate of the partition column", "SELECT f.id FROM (SELECT o.id, min(o.ds) AS ds "
+     "FROM ods AS o GROUP BY o.id) AS f WHERE f.ds = '2026-07-03'", {"ods": "all"}),
     ("a CTE used twice: the union of its uses", "WITH w AS (SELECT ds, id FROM ods) SELECT a.id FROM w AS a "
      "JOIN w AS b ON a.id = b.id WHERE a.ds = '2026-07-03' AND b.ds = '2026-07-01'",
      {"ods": (("2026-07-01", "2026-07-01"), ("2026-07-03", "2026-07-03"))}),

@@ -143,8 +143,12 @@ def _conditions(select: exp.Expr, alias: str) -> list[exp.Expr]:
 
 
 def _pushable(select: exp.Expr) -> bool:
-    """A derived table whose rows of one partition come from that partition only: no window, limit."""
-    if not isinstance(select, exp.Select) or select.args.get("limit") or select.args.get("offset"):
+    """A derived table whose rows of one partition come from that partition only. Not so where rows are
+    picked or computed across partitions: a window, QUALIFY, DISTINCT ON, LIMIT or OFFSET."""
+    if not isinstance(select, exp.Select) or any(select.args.get(k) for k in ("limit", "offset", "qualify")):
+        return False
+    distinct = select.args.get("distinct")
+    if isinstance(distinct, exp.Distinct) and distinct.args.get("on"):
         return False
     return not any(isinstance(s.unalias(), exp.Expr) and s.find(exp.Window) for s in select.selects)
 
