@@ -173,3 +173,35 @@ def test_kill_9_inside_a_batch_leaves_it_all_old_or_all_new_then_apply_writes_ea
     after = _markers(tutorial)
     assert len(after) == 116 and set(after.values()) == {1}
     assert dict(_ledger(tutorial, "SELECT status, count(*) FROM bf_instances GROUP BY 1")) == {"success": 116}
+
+
+CUMULATIVE = """name: cum
+kind: aggregate
+granularity: day
+partition: ds
+primary_key: [customer_id]
+fields:
+  - {name: customer_id, type: BIGINT}
+  - {name: total, type: BIGINT}
+batch_size: 4
+sql_inline: |
+  SELECT o.customer_id, CAST(count(*) + COALESCE(max(p.total), 0) AS BIGINT) AS total
+  FROM {{ ref('ods_order') }} AS o
+  LEFT JOIN {{ ref('cum') }} AS p ON p.customer_id = o.customer_id AND p.ds = DATE '{{ ds_add(ds, -1) }}'
+  WHERE o.ds = DATE '{{ ds }}'
+  GROUP BY o.customer_id
+"""
+
+
+def test_a_table_reading_its_previous_day_is_never_planned_in_one_batch_in_descending_order(
+        tutorial: Path, prefect_api: str) -> None:
+    (tutorial / "tables" / "cum.yaml").write_text(CUMULATIVE)
+    (tutorial / "backfills" / "cum.yaml").write_text(
+        "name: cum\ntargets: [{table: cum}]\ndata_timestamp: {start: 2026-07-01, end: 2026-07-12}\n"
+        "groups: 2\norder: descending\n")
+    assert apply_project(tutorial, ["tutorial_integration"], say=lambda m: None).ok
+    doc = json.loads(cli(tutorial, "plan", "cum", "--format", "json").output)
+    (plan,) = doc["backfills"]
+    assert [i["id"] for i in plan["instances"] if i.get("batch")] == []
+    assert plan["runs"]["cum"]["batches"] == 0
+    assert "(tool-batched: UNION ALL of the per-date SQL): 0 batch(es) to run]" in cli(tutorial, "plan", "cum").output

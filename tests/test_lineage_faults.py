@@ -95,3 +95,37 @@ def test_a_killed_upstream_backfill_blocks_its_readers_then_apply_repairs(tutori
             assert warehouse_rows(tutorial, table, ds.isoformat()) == \
                 oracle.expected(tutorial, table, ds, integration), (table, ds)
     assert apply_project(tutorial, say=lambda m: None).nothing_to_do
+
+
+def test_a_failed_batch_blocks_its_window_readers_by_name_never_as_a_cycle(tmp_path: Path, prefect_api: str) -> None:
+    from small_project import add_source_table, add_table, new_project, source_values
+
+    days = [(date(2026, 1, 1) + timedelta(days=n)).isoformat() for n in range(15)]
+    project = new_project(tmp_path, "targets: [{table: src}]\nscope: downstream\n"
+                          f"data_timestamp: {{start: {days[0]}, end: {days[-1]}}}\ngroups: 3\norder: descending\n")
+    add_source_table(project, "src", "a.csv", days, extra="batch_size: 3\n",
+                     value="{% if ds == '2026-01-05' %}CAST('x' AS BIGINT){% else %}v{% endif %}")
+    add_table(project, "win", "aggregate", ("k", "s7"),
+              "SELECT s.k, SUM(s.v) AS s7 FROM {{ ref('src') }} AS s "
+              "WHERE s.ds BETWEEN DATE '{{ ds_add(ds, -6) }}' AND DATE '{{ ds }}' GROUP BY s.k")
+    report = apply_project(project, say=lambda m: None)
+    assert not report.ok
+    ledger = Ledger.open(f"sqlite:///{project / '.backfill' / 'state.db'}")
+    try:
+        rows = {r.id: r for r in ledger.instances("all")}
+    finally:
+        ledger.close()
+    errors = {i: r.error or "" for i, r in rows.items() if r.status == "blocked"}
+    assert not [i for i, e in errors.items() if "cycle" in e], errors
+    assert all(e.startswith(("upstream all/src/", "an earlier date of its group")) for e in errors.values()), errors
+    assert errors["all/win/2026-01-11"] == "upstream all/src/2026-01-05 failed"
+    # what did succeed holds the source's values; nothing of the failed batch was written
+    values = source_values(days)
+    done = [i for i, r in rows.items() if i.startswith("all/src/") and r.status == "success"]
+    assert done
+    for iid in done:
+        ds = iid.rsplit("/", 1)[1]
+        assert warehouse_rows(project, "src", ds) == [(k, v) for d, k, v in values if d == ds], iid
+    for ds in ("2026-01-03", "2026-01-04", "2026-01-05"):
+        assert rows[f"all/src/{ds}"].status == "failed"
+        assert warehouse_rows(project, "src", ds) == []

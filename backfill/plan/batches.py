@@ -109,6 +109,10 @@ def _follows(last: Any, inst: Any, step: timedelta) -> bool:
 
 
 def _may_join(inst: Any, batch: _Open, runnable: Mapping[str, Any], launch: Mapping[str, int]) -> bool:
+    """Not when a member reads it or it reads a member (a table reading its own previous day, in
+    descending order), nor when it waits for an instance of its group that starts after the batch."""
+    if any(inst.id in m.upstream for m in batch.members):
+        return False
     for up in inst.upstream:
         if up in batch.ids:
             return False

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from ..sql.readsets import ReadSet
 
-__all__ = ["WriteIndex", "WrittenTimes", "chain_note", "in_ranges", "partition_cycle", "rewritten_after",
-           "stale_by_reads"]
+__all__ = ["WriteIndex", "WrittenTimes", "chain_note", "in_ranges", "oldest_write", "partition_cycle",
+           "rewritten_after", "stale_by_reads"]
 
 
 def _slice(keys: Sequence[str], ranges: tuple[tuple[str | None, str | None], ...] | str) -> Iterable[int]:
@@ -139,12 +139,22 @@ def rewritten_after(times: WrittenTimes, reads: ReadSet, mine: float) -> str:
     return ""
 
 
+def oldest_write(fields: Mapping[str, float], needed: Iterable[str] = ()) -> float | None:
+    """When the oldest of the `needed` columns of a partition was written (all it holds without
+    `needed`): a field's own write, else the whole partition's ('*'). A partition is only as current
+    as its oldest column: a later field backfill leaves the other columns as they were computed."""
+    whole = fields.get("*")
+    times = [t for f in needed if (t := fields.get(f, whole)) is not None] or list(fields.values())
+    return min(times) if times else None
+
+
 def stale_by_reads(times: WrittenTimes, written: Mapping[tuple[str, str], float],
                    reads: Mapping[tuple[str, str], ReadSet]) -> dict[tuple[str, str], str]:
     """Partitions computed from inputs that changed since: (table, ds) -> why.
 
-    Directly: a partition it read was written after it; transitively: a partition it read is stale.
-    Partitions are visited in the order they were written, so what one read is decided before it."""
+    `times`: when each partition was last written (any column); `written`: when each reader's oldest
+    column was. Directly: a partition it read was written after it; transitively: a partition it read
+    is stale. Partitions are visited in the order they were written, so what one read is decided first."""
     out: dict[tuple[str, str], str] = {}
     for key in sorted(reads, key=lambda k: written.get(k, 0.0)):
         mine = written.get(key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
@@ -16,7 +16,7 @@ from .batches import TableRun, assign_batches, table_runs
 from .dag import downstream_of, topological_order
 from .dates import expand_timestamps, split_groups
 from .graph import ds_text, project_graph, read_location
-from .lineage import WriteIndex, WrittenTimes, chain_note, partition_cycle, rewritten_after, upstream_ids
+from .lineage import WriteIndex, WrittenTimes, chain_note, oldest_write, partition_cycle, rewritten_after, upstream_ids
 
 __all__ = ["Action", "BackfillPlan", "LedgerView", "PlannedInstance", "ds_text", "expand_timestamps",
            "plan_backfill", "project_graph", "split_groups"]
@@ -35,6 +35,7 @@ class LedgerView:
     taken_names: frozenset[str] = frozenset()
     written: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (table, ds) -> last write time
     written_day: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (table, YYYY-MM-DD) -> latest
+    columns_written: Mapping[tuple[str, str], Mapping[str, float]] = field(default_factory=dict)  # {field: time}
 
     @property
     def is_empty(self) -> bool:
@@ -150,15 +151,16 @@ def _action(inst_id: str, mode: Mode, fp: str, table_fp: str, needed: Iterable[s
 
 
 def _upstream_change(ledger: LedgerView, table: str, ds: str, reads: ReadSet, upstream: Iterable[str],
-                     will_run: Mapping[str, bool]) -> str:
+                     will_run: Mapping[str, bool], needed: Sequence[str]) -> str:
     """Why a partition that is current by its own SQL must still run: its inputs change or changed.
 
     An upstream instance of this plan runs first, or a partition it read (any date) was written after
-    it (by another backfill, a rerun, set-success)."""
+    the oldest of the columns it writes (by another backfill, a rerun, set-success)."""
     for up_id in upstream:
         if will_run.get(up_id):
             return f"upstream {up_id.split('/', 1)[1]} runs first"
-    mine = ledger.written.get((table, ds))
+    columns = ledger.columns_written.get((table, ds))
+    mine = oldest_write(columns, needed) if columns else ledger.written.get((table, ds))
     if mine is None:
         return ""
     return rewritten_after(ledger.times, reads, mine)
@@ -241,7 +243,7 @@ def plan_backfill(
             group, pos = where[ts.date()]
             action, reason = _action(inst_id, mode, fp, compiled.fingerprint, needed, ledger, (tname, ds))
             if action == "done" and mode == "run":
-                reason = _upstream_change(ledger, tname, ds, compiled.read_set, ups, will_run)
+                reason = _upstream_change(ledger, tname, ds, compiled.read_set, ups, will_run, needed)
                 action = "stale" if reason else "done"
             will_run[inst_id] = mode == "run" and action != "done"
             drafts.append(PlannedInstance(

@@ -195,6 +195,7 @@ def compute_status(project: Project, groups: Iterable[tuple[str, str, str | None
 def project_status(root: Path, table: str | None = None, start: date | None = None, end: date | None = None,
                    today: date | None = None) -> StatusReport:
     from ..spec.loader import load_project
+    from .freshness import stale_by_ledger
     from .workspace import ledger_url, open_ledger
 
     project = load_project(root)
@@ -213,25 +214,13 @@ def project_status(root: Path, table: str | None = None, start: date | None = No
             url, _ = ledger_url(project)
             where = _where(project, url)
             rows = ledger.partition_groups(table)
-            stale_reads = _stale_by_reads(ledger)
+            stale_reads = list(stale_by_ledger(ledger, project))
         finally:
             ledger.close()
     tables, undeclared = compute_status(project, rows, today or date.today(), table, start, end, stale_reads)
     totals: dict[str, int] = {s: sum(t.count(s) for t in tables) for s in STATES}
     totals["expected"] = sum(len(t.dates) for t in tables)
     return StatusReport(project.name, where, tuple(tables), tuple(undeclared) if table is None else (), totals)
-
-
-def _stale_by_reads(ledger: Any) -> list[tuple[str, str]]:
-    """Partitions whose recorded read set saw a partition rewritten (or stale) after them."""
-    from ..sql.readsets import read_set_of
-    from .lineage import WrittenTimes, stale_by_reads
-
-    reads = {k: read_set_of(v) for k, v in ledger.partition_reads().items()}
-    if not reads:
-        return []
-    written = ledger.written_times()
-    return list(stale_by_reads(WrittenTimes(written), written, reads))
 
 
 def _where(project: Project, url: str) -> str:

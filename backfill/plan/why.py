@@ -19,9 +19,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..spec.model import Project
-from ..state.fingerprints import template_fingerprint
 from ..state.ledger import ACTIVE, InstanceRow, Ledger
 from ..state.schema import T_INSTANCES, instance_rows
+from .freshness import stale_reasons
 from .partition_ranges import expand as _expand
 from .partition_ranges import ranges_of
 
@@ -230,29 +230,8 @@ def _chain(view: _Ledger, row: InstanceRow) -> list[Link]:
 
 
 def _stale(view: _Ledger, project: Project, reads: Sequence[Read]) -> list[str]:
-    row = view.row
-    if row.status != "success":
-        return []
-    out: list[str] = []
-    table = project.tables.get(row.table)
-    if table is None:
-        out.append(f"table {row.table} is no longer declared in the specs")
-    elif row.template_fingerprint and row.template_fingerprint != template_fingerprint(table, project):
-        out.append(f"the spec of {row.table} (template, fields or key) changed since it ran")
-    written = view.ledger.written_times()
-    mine = written.get((row.table, row.ds), row.ended_at or 0.0)
-    for read in reads:
-        if isinstance(read.ranges, list):
-            dss = [ds for first, last in read.ranges for ds in _expand(first, last)]
-        elif read.ranges == "all":
-            dss = sorted(ds for t, ds in written if t == read.table)
-        else:
-            dss = [u.ds for u in (view.get(i) for i, _s in read.instances) if u is not None] or [row.ds]
-        later = [ds for ds in dss if written.get((read.table, ds), 0.0) > mine]
-        if later:
-            spans = ", ".join(a if a == b else f"{a}..{b}" for a, b in ranges_of(later, "T" in later[0]))
-            out.append(f"{read.table} {spans} written after it")
-    return out
+    return stale_reasons(view.ledger, project, view.row, reads,
+                         lambda iid: up.ds if (up := view.get(iid)) is not None else None)
 
 
 def _last_attempt(ledger: Ledger, row: InstanceRow) -> dict[str, Any] | None:

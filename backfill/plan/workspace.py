@@ -65,13 +65,14 @@ def view_of(ledger: Any) -> LedgerView:
     if ledger is None:
         return LedgerView()
     parts, insts, names, taken = ledger.view_data()
-    written = ledger.written_times()
+    columns = ledger.field_times()
+    written = {k: max(v.values()) for k, v in columns.items()}
     by_day: dict[tuple[str, str], float] = {}
     for (table, ds), when in written.items():
         key = (table, ds[:10])
         by_day[key] = max(when, by_day.get(key, when))
     return LedgerView(partitions=parts, instances=insts, names=names, taken_names=taken, written=written,
-                      written_day=by_day)
+                      written_day=by_day, columns_written=columns)
 
 
 def specs_fingerprint(root: Path) -> str:

@@ -47,13 +47,23 @@ def stuck(run: BackfillRun) -> bool:
 
 
 def release(run: BackfillRun) -> None:
-    """Let out of their group's order the units whose upstream ended well; with none, the reads form
-    a cycle: block them all (nothing waits forever)."""
-    ready = [j for todo in run._todo.values() for j in todo.values() if verdict(run, j) == ""]
-    if ready:
-        for j in ready:
-            run._released.setdefault(j.row.group, set()).add(j.row.id)
-    else:  # a cycle of reads (validate refuses them): never wait forever
+    """Block the units an upstream that ended badly blocks (not at their group's front, so not looked
+    at yet), and let out of their group's order those whose upstream ended well; with neither, the
+    reads form a cycle: block them all (nothing waits forever)."""
+    ready = False
+    blocked = False
+    for todo in run._todo.values():
+        for key, job in list(todo.items()):
+            why = verdict(run, job)
+            if why == "":
+                run._released.setdefault(job.row.group, set()).add(job.row.id)
+                ready = True
+            elif why:
+                for member in run._members(job):
+                    run._set(member, "blocked", error=why)
+                del todo[key]
+                blocked = True
+    if not (ready or blocked):  # a cycle of reads (validate refuses them): never wait forever
         for todo in run._todo.values():
             for job in todo.values():
                 for member in run._members(job):

@@ -72,12 +72,18 @@ class Ledger(LockTable, ClaimTable):
                 taken.add(name)
         return parts, insts, names, frozenset(taken)
 
+    def field_times(self) -> dict[tuple[str, str], dict[str, float]]:
+        """(table, ds) -> {field: when it was last written}; '*': the whole partition's last write."""
+        p = T_PARTITIONS.c
+        out: dict[tuple[str, str], dict[str, float]] = {}
+        with self.engine.connect() as conn:
+            for t, d, f, w in conn.execute(sa.select(p.table_name, p.ds, p.field, p.written_at)):
+                out.setdefault((str(t), str(d)), {})[str(f)] = float(w)
+        return out
+
     def written_times(self) -> dict[tuple[str, str], float]:
         """(table, ds) -> when its partition was last written (any field)."""
-        q = sa.select(T_PARTITIONS.c.table_name, T_PARTITIONS.c.ds, sa.func.max(T_PARTITIONS.c.written_at)) \
-            .group_by(T_PARTITIONS.c.table_name, T_PARTITIONS.c.ds)
-        with self.engine.connect() as conn:
-            return {(str(t), str(d)): float(w) for t, d, w in conn.execute(q)}
+        return {k: max(v.values()) for k, v in self.field_times().items()}
 
     def partition_reads(self, table: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
         """(table, ds) -> the read set its last write recorded (instances recorded with one only)."""
