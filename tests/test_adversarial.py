@@ -107,6 +107,14 @@ for _call in PG_FUNCTIONS:
         {"project.yaml": PG_PROJECT, "sql/fct_order.sql": FCT.format(_call)},
         "sql/fct_order.sql:5:5: " + NOT_ALLOWED.format(_name, "postgres") + " (table fct_order, 2026-07-01)")
 
+# typed sqlglot nodes that carry the name of the function they write out: judged by that name
+PG_FROM_DUCKDB = PG_PROJECT.replace("dialect: postgres", "dialect: duckdb")
+for _node, _where in (("ANONYMOUS_AGG_FUNC", "5:25"), ("COMBINED_AGG_FUNC", "5:24")):  # at the name it writes
+    for _name, _args in (("pg_read_file", "'/etc/passwd'"), ("lo_export", "4242, '/tmp/x'")):
+        VALIDATE_PROBES[f"{_node.lower()}_{_name}"] = (
+            {"project.yaml": PG_FROM_DUCKDB, "sql/fct_order.sql": FCT.format(f"{_node}('{_name}', {_args})")},
+            f"sql/fct_order.sql:{_where}: " + NOT_ALLOWED.format(_name, "postgres") + " (table fct_order, 2026-07-01)")
+
 
 @pytest.mark.parametrize("probe", sorted(VALIDATE_PROBES))
 def test_probe_is_refused_at_validate(runner: CliRunner, tmp_path: Path, probe: str) -> None:

@@ -79,9 +79,15 @@ class FunctionProblem:
     node: exp.Expr
 
 
+# typed nodes whose SQL name is data (their `this`): `ANONYMOUS_AGG_FUNC('pg_read_file', ...)` is written
+# out as `PG_READ_FILE(...)`, so they are judged by that name, like any function sqlglot does not know
+_NAMED_BY_ARGUMENT: tuple[type[exp.Func], ...] = (exp.Anonymous, exp.AnonymousAggFunc, exp.CombinedAggFunc,
+                                                   exp.ParameterizedAgg, exp.CombinedParameterizedAgg)
+
+
 def function_name(node: exp.Func) -> str:
     """The function's name as SQL spells it (lower case)."""
-    if isinstance(node, exp.Anonymous):
+    if isinstance(node, _NAMED_BY_ARGUMENT):
         return str(node.name).lower()
     return str(node.sql_name()).lower()
 
@@ -90,7 +96,7 @@ def _allowed(node: exp.Func, names: frozenset[str], extra: frozenset[str]) -> bo
     name = function_name(node)
     if name in extra:
         return True
-    if isinstance(node, exp.Anonymous):
+    if isinstance(node, _NAMED_BY_ARGUMENT):
         return name in names
     return type(node) not in _DENIED_TYPED
 
