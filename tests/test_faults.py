@@ -118,6 +118,17 @@ def test_ledger_tables_are_reserved_where_the_ledger_shares_the_warehouse(small:
         "schema (state.schema)"]
 
 
+@pytest.mark.parametrize("name", ["pg_authid", "pg_shadow", "information_schema", "duckdb_settings", "sqlite_master"])
+def test_table_names_an_engine_resolves_to_its_system_catalog_are_reserved(small: Path, name: str) -> None:
+    (small / "tables" / "extra.yaml").write_text(
+        f"name: {name}\nkind: fact\nfields:\n  - {{name: id, type: BIGINT}}\nsql_inline: SELECT 1 AS id\n")
+    with pytest.raises(SpecErrors) as caught:
+        load_project(small)
+    assert [e.one_line() for e in caught.value.errors] == [
+        f"error: tables/extra.yaml:1:7: name: table name '{name}' is reserved: the engines resolve names starting "
+        "with 'pg_', 'information_schema', 'duckdb_', 'sqlite_', 'pragma_' to their system catalogs; rename the table"]
+
+
 def test_library_warnings_never_come_before_the_error_line(small: Path) -> None:
     for template in ("LOAD httpfs;\nSELECT 1 AS product_id\n", "LOAD httpfs\n"):
         (small / "sql" / "dim_products.sql").write_text(template)

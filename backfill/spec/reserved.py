@@ -16,7 +16,7 @@ from ..errors import SpecError
 from .model import EngineConfig, StateConfig
 from .yamlpos import Located
 
-__all__ = ["INTERNAL_PREFIXES", "LEDGER_PREFIX", "ledger_shares_warehouse", "reserved_name_errors",
+__all__ = ["CATALOG_PREFIXES", "INTERNAL_PREFIXES", "LEDGER_PREFIX", "ledger_shares_warehouse", "reserved_name_errors",
            "template_name_problem"]
 
 INTERNAL_PREFIXES = ("_backfill", "_bf_")  # the tool's own warehouse tables and columns
@@ -43,7 +43,15 @@ def _same_database(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
+# table names an engine resolves to its own catalog before (or instead of) the warehouse's schema:
+# PostgreSQL searches pg_catalog first (`pg_authid` would read the roles' password hashes)
+CATALOG_PREFIXES = ("pg_", "information_schema", "duckdb_", "sqlite_", "pragma_")
+
+
 def _problem(name: str, what: str, ledger_shared: bool) -> str | None:
+    if what == "table" and name.lower().startswith(CATALOG_PREFIXES):
+        return (f"table name '{name}' is reserved: the engines resolve names starting with "
+                f"{', '.join(repr(p) for p in CATALOG_PREFIXES)} to their system catalogs; rename the table")
     if name.startswith(INTERNAL_PREFIXES):
         return (f"{what} name '{name}' is reserved: names starting with '_backfill' or '_bf_' are backfill's "
                 f"own (its write markers and work tables); rename the {what}")
