@@ -412,3 +412,37 @@ def test_init_into_an_unwritable_place(runner: CliRunner, tmp_path: Path) -> Non
         assert "Traceback" not in result.stderr
         assert [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")] == [f"error: {message}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_source_folder_that_is_a_symbolic_link_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    root = project(tmp_path, {})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "data").symlink_to(outside)
+    before = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+    code, errors = errors_of(runner, root)
+    assert code == 1
+    assert errors == ["error: project.yaml:1:1: sources: source folder 'data' is not a plain folder of the project "
+                      "('data' is a symbolic link or leads out of it); templates may only read files inside the "
+                      "project: make it a real folder and copy or mount the data there"]
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == before
+
+
+def test_duckdb_refuses_to_open_where_the_current_directory_would_shadow_a_source_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = project(tmp_path, {})
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "data").mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    warehouse = root / ".backfill" / "warehouse.duckdb"
+    with pytest.raises(EngineError) as caught:
+        DuckDBEngine(warehouse, root, sources=("data",))
+    assert str(caught.value) == (
+        f"cannot open the DuckDB warehouse {warehouse}: the current directory {elsewhere} has a 'data/' of its own, "
+        f"which DuckDB would read instead of the project's source folder {root.resolve() / 'data'}; run backfill "
+        "from the project's folder (or from a folder without one)")
+    assert not warehouse.exists()
+    monkeypatch.chdir(root)  # from the project's folder, or from one without data/, it opens
+    DuckDBEngine(warehouse, root, sources=("data",)).close()
+    monkeypatch.chdir(tmp_path)
+    DuckDBEngine(warehouse, root, sources=("data",)).close()

@@ -22,6 +22,7 @@ from .model import (
 )
 from .reserved import ledger_shares_warehouse, reserved_name_errors
 from .schema_check import check_schema
+from .sourcefolders import source_folder_errors
 from .timestamps import read_intervals
 from .yamlpos import Located, load_yaml_file, read_regular_text
 
@@ -86,6 +87,8 @@ class _Loader:
         engine = EngineConfig(type=eng["type"], path=eng.get("path", EngineConfig.path),
                               url_env=eng.get("url_env"), schema=eng.get("schema", "public"),
                               threads=eng.get("threads"))
+        sources = tuple(str(s).rstrip("/") for s in v.get("sources", ["data"]))
+        self.errors.extend(source_folder_errors(doc, self.root, sources))
         st = v.get("state", ".backfill/state.db")
         state = StateConfig(path=st, url_env=None) if isinstance(st, str) else \
             StateConfig(path=None, url_env=st["url_env"], schema=st.get("schema"))
@@ -93,7 +96,7 @@ class _Loader:
             "name": v["name"], "dialect": v.get("dialect", "duckdb"), "engine": engine, "state": state,
             "max_parallel": v.get("max_parallel", 4), "retries": _retries(v.get("retries")) or Retries(),
             "params": v.get("params") or {},
-            "sources": tuple(str(s).rstrip("/") for s in v.get("sources", ["data"])),
+            "sources": sources,
             "allow_functions": tuple(str(f).lower() for f in v.get("allow_functions", [])),
             "timeout": float(v.get("timeout", 3600)),
             "work_pool": (v.get("executor") or {}).get("work_pool"),

@@ -38,7 +38,7 @@ from .base import (
     write_error,
 )
 from .batch import BatchRequest, batch_error, batch_insert, count_sql, marker_inserts, per_member
-from .lockdown import DUCKDB_CONFIG, lock_down_duckdb, time_limit
+from .lockdown import DUCKDB_CONFIG, lock_down_duckdb, shadowed_sources, time_limit
 
 __all__ = ["DuckDBEngine", "CONFLICT_RETRIES"]
 
@@ -81,6 +81,9 @@ class DuckDBEngine(MarkerReads):
                 p.parent.mkdir(parents=True, exist_ok=True)
                 target = str(p)
         self.path = target
+        shadowed = shadowed_sources(self.root, sources)
+        if shadowed:
+            raise EngineError(f"cannot open the DuckDB warehouse {target}: {shadowed}")
         try:
             self._con = duckdb.connect(target, read_only=read_only, config=config)
             lock_down_duckdb(self._con, self.root, sources)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DUCKDB_CONFIG", "TimeLimit", "lock_down_duckdb", "time_limit"]
+__all__ = ["DUCKDB_CONFIG", "TimeLimit", "lock_down_duckdb", "shadowed_sources", "time_limit"]
 
 # given at connect: known extensions are never fetched nor loaded behind the tool's back
 DUCKDB_CONFIG: dict[str, Any] = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
@@ -20,6 +20,21 @@ DUCKDB_CONFIG: dict[str, Any] = {"autoload_known_extensions": False, "autoinstal
 
 def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def shadowed_sources(root: Path, sources: Iterable[str]) -> str | None:
+    """Why DuckDB would read other files than the project's: it opens a relative path against the
+    current directory before `file_search_path`, so a source folder of the same name there wins."""
+    for folder in (s.strip("/") for s in sources):
+        here = Path.cwd() / folder
+        try:
+            if here.exists() and here.resolve() != (root / folder).resolve():
+                return (f"the current directory {Path.cwd()} has a '{folder}/' of its own, which DuckDB would "
+                        f"read instead of the project's source folder {root / folder}; run backfill from the "
+                        "project's folder (or from a folder without one)")
+        except (OSError, RuntimeError):
+            return f"'{here}' cannot be resolved (a symbolic link loop?)"
+    return None
 
 
 def lock_down_duckdb(con: Any, root: Path, sources: Iterable[str]) -> None:

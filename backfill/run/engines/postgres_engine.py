@@ -38,7 +38,7 @@ from .base import (
     write_error,
 )
 from .batch import BatchRequest
-from .lockdown import DUCKDB_CONFIG, TimeLimit, lock_down_duckdb, time_limit
+from .lockdown import DUCKDB_CONFIG, TimeLimit, lock_down_duckdb, shadowed_sources, time_limit
 from .pg_common import cancel_query, pg_type, write_failure
 from .pg_pool import Pool
 
@@ -110,6 +110,9 @@ class PostgresEngine(MarkerReads):
     def _duck_cursor(self) -> duckdb.DuckDBPyConnection:
         with self._duck_lock:
             if self._duck is None:
+                shadowed = shadowed_sources(self.root, self.sources)
+                if shadowed:
+                    raise EngineError(shadowed)
                 self._duck = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
                 lock_down_duckdb(self._duck, self.root, self.sources)
             return self._duck.cursor()
