@@ -293,6 +293,21 @@ def test_integration_source_read_still_works_on_postgres(pg: PgServer, tmp_path:
         engine.close()
 
 
+def test_a_percent_sign_in_template_sql_reaches_postgres_as_written(pg: PgServer, tmp_path: Path) -> None:
+    engine = PostgresEngine(pg.url, pg.new_schema(), tmp_path, pool_size=1)
+    try:
+        engine.ensure_tables([t := _table("ods", kind="fact")])
+        sql = "SELECT x.id, x.a FROM (VALUES (1, 'a%b'), (2, 'ab'), (3, '%s')) AS x (id, a) WHERE x.a LIKE '%%'"
+        assert engine.write_partition(_req(t, sql)) == 3
+        percent = "SELECT x.id, x.a FROM (VALUES (1, 'a%b'), (2, 'ab')) AS x (id, a) WHERE position('%' IN x.a) > 0"
+        assert engine.write_partition(_req(t, percent, ds="2026-07-02", attempt="a2")) == 1
+        assert engine.query('SELECT ds, id, a FROM "ods" ORDER BY ds, id') == [
+            (date(2026, 7, 1), 1, "a%b"), (date(2026, 7, 1), 2, "ab"), (date(2026, 7, 1), 3, "%s"),
+            (date(2026, 7, 2), 1, "a%b")]
+    finally:
+        engine.close()
+
+
 # ------------------------------------------------------------------ bounded rendering
 
 RENDER_PROBES = {

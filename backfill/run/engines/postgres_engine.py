@@ -210,8 +210,9 @@ class PostgresEngine(MarkerReads):
         if req.fields is None:
             run(f"DELETE FROM {t} WHERE {part} = %s", [value])
             if duck is None:
+                body = select_body(req).replace("%", "%%")  # with parameters, psycopg reads % as a placeholder
                 return run(f"INSERT INTO {t} ({qlist(columns)}, {part}) SELECT {qlist(columns, 'src.')}, %s "
-                           f"FROM ({select_body(req)}\n) AS src", [value]).rowcount
+                           f"FROM ({body}\n) AS src", [value]).rowcount
             return _copy(cur, f"COPY {t} ({qlist(columns)}, {part}) FROM STDIN", duck, (value,), token, req)
         if duck is None:
             run(f"CREATE TEMP TABLE {_TMP} ON COMMIT DROP AS SELECT {qlist(columns, 'src.')} "
