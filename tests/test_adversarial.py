@@ -461,3 +461,19 @@ def test_duckdb_refuses_to_open_where_the_current_directory_would_shadow_a_sourc
     DuckDBEngine(warehouse, root, sources=("data",)).close()
     monkeypatch.chdir(tmp_path)
     DuckDBEngine(warehouse, root, sources=("data",)).close()
+
+
+def test_a_backfill_too_large_to_plan_is_one_error_within_seconds(runner: CliRunner, tmp_path: Path) -> None:
+    july = (BASE / "backfills" / "july.yaml").read_text()
+    huge = july.replace("{start: 2026-07-01, end: 2026-07-05}", "{start: 0001-01-01, end: 9998-12-31}")
+    code, errors = errors_of(runner, project(tmp_path / "a", {"backfills/july.yaml": huge}))
+    assert (code, errors) == (1, ["error: backfills/july.yaml:7:17: data_timestamp: covers 3,651,694 days; one "
+                                  "backfill covers at most 36,600 (100 years): split it into several backfills"])
+    many = july.replace("{start: 2026-07-01, end: 2026-07-05}", "{start: 2000-01-01, end: 2026-01-01}")
+    hourly = (BASE / "tables" / "dws_customer.yaml").read_text().replace("kind: aggregate", "kind: aggregate\n"
+                                                                           "granularity: hour")
+    root = project(tmp_path / "b", {"backfills/july.yaml": many, "tables/dws_customer.yaml": hourly})
+    code, errors = errors_of(runner, root)
+    assert (code, errors) == (1, ["error: backfills/july.yaml:1:1: backfill july would plan 237,450 instances "
+                                  "(2 table(s)); one backfill plans at most 200,000: narrow data_timestamp or split "
+                                  "it into several backfills"])

@@ -7,7 +7,23 @@ from datetime import date, datetime, timedelta
 
 from ..spec.model import DateInterval
 
-__all__ = ["expand_timestamps", "split_groups"]
+__all__ = ["MAX_INSTANCES", "count_timestamps", "expand_timestamps", "split_groups"]
+
+MAX_INSTANCES = 200_000  # one backfill's instances: planning stays within seconds and a few hundred MB
+
+
+def count_timestamps(intervals: Iterable[DateInterval], hourly: bool) -> int:
+    """How many timestamps the intervals hold at most (overlaps counted twice), without expanding them."""
+    total = 0
+    for iv in intervals:
+        days = (iv.end.date() - iv.start.date()).days + 1
+        if not hourly:
+            total += days
+            continue
+        first = iv.start.hour if iv.start_names_hour else 0
+        last = iv.end.hour if iv.end_names_hour else 23
+        total += days * 24 - first - (23 - last)
+    return total
 
 
 def expand_timestamps(intervals: Iterable[DateInterval], hourly: bool) -> list[datetime]:

@@ -14,7 +14,7 @@ from ..sql.compiler import ProjectCompiler
 from ..sql.readsets import ReadSet
 from .batches import TableRun, assign_batches, table_runs
 from .dag import downstream_of, topological_order
-from .dates import expand_timestamps, split_groups
+from .dates import MAX_INSTANCES, count_timestamps, expand_timestamps, split_groups
 from .graph import ds_text, project_graph, read_location
 from .lineage import WriteIndex, WrittenTimes, chain_note, oldest_write, partition_cycle, rewritten_after, upstream_ids
 
@@ -206,6 +206,12 @@ def plan_backfill(
     order = topological_order(tables, graph)
     added = [t for t in order if t not in target_names]  # in dependency order, like the plan's tables
 
+    total = sum(count_timestamps(intervals, project.tables[t].hourly) for t in order)
+    if total > MAX_INSTANCES:
+        raise SpecErrors([SpecError(
+            f"backfill {spec.key} would plan {total:,} instances ({len(order)} table(s)); one backfill plans at most "
+            f"{MAX_INSTANCES:,}: narrow data_timestamp or split it into several backfills",
+            file=spec.spec_file, line=1, col=1)])
     stamps: dict[str, list[datetime]] = {t: expand_timestamps(intervals, project.tables[t].hourly) for t in order}
     days = sorted({ts.date() for ts_list in stamps.values() for ts in ts_list},
                   reverse=spec.order == "descending")

@@ -9,9 +9,10 @@ from ..errors import SpecError
 from .model import DateInterval
 from .yamlpos import Located
 
-__all__ = ["LAST_YEAR", "parse_timestamp", "read_intervals"]
+__all__ = ["LAST_YEAR", "MAX_DAYS", "parse_timestamp", "read_intervals"]
 
 LAST_YEAR = 9998  # the last year a data timestamp may name: date arithmetic around it stays in range
+MAX_DAYS = 36_600  # the days one backfill may cover: planning stays within seconds and memory
 
 
 def parse_timestamp(text: str) -> tuple[datetime, bool]:
@@ -46,6 +47,10 @@ def read_intervals(doc: Located, raw: Any, errors: list[SpecError]) -> tuple[Dat
                                     f"({item['start']}); swap start and end"))
             continue
         out.append(DateInterval(start[0], end[0], start[1] and end[1], start_hour=start[1], end_hour=end[1]))
+    days = sum((iv.end.date() - iv.start.date()).days + 1 for iv in out)
+    if days > MAX_DAYS:
+        errors.append(doc.error(base, f"covers {days:,} days; one backfill covers at most "
+                                f"{MAX_DAYS:,} (100 years): split it into several backfills"))
     return tuple(out)
 
 
