@@ -24,7 +24,7 @@ from typing import Any
 from jinja2.exceptions import SecurityError
 
 __all__ = [
-    "MAX_DEPTH", "MAX_ITEMS", "MAX_OUTPUT", "MAX_SECONDS", "MAX_STRING", "RenderLimit", "budget",
+    "MAX_DEPTH", "MAX_ITEMS", "MAX_MADE", "MAX_OUTPUT", "MAX_SECONDS", "MAX_STRING", "RenderLimit", "budget",
     "check_percent_format", "check_size", "check_spec", "check_time", "enter_macro", "leave_macro",
     "expected_size",
 ]
@@ -35,6 +35,7 @@ MAX_ITEMS = 100_000  # items of a range, a repetition or a joined list
 MAX_DEPTH = 50  # macro calls inside each other
 MAX_SECONDS = 2.0  # CPU seconds rendering one instance may take (CPU time: a loaded machine does not trip it)
 MAX_BITS = 100_000  # size of an integer a template computes
+MAX_MADE = 20_000_000  # characters or items of all the values one rendering makes (what a loop may keep)
 
 
 class RenderLimit(SecurityError):
@@ -44,6 +45,7 @@ class RenderLimit(SecurityError):
 class _Budget(threading.local):
     deadline: float | None = None
     depth: int = 0
+    made: int = 0
 
 
 _budget = _Budget()
@@ -55,11 +57,11 @@ def budget(seconds: float = MAX_SECONDS) -> Iterator[None]:
     if _budget.deadline is not None:
         yield
         return
-    _budget.deadline, _budget.depth = time.thread_time() + seconds, 0
+    _budget.deadline, _budget.depth, _budget.made = time.thread_time() + seconds, 0, 0
     try:
         yield
     finally:
-        _budget.deadline, _budget.depth = None, 0
+        _budget.deadline, _budget.depth, _budget.made = None, 0, 0
 
 
 def check_time() -> None:
@@ -72,10 +74,20 @@ def check_time() -> None:
 _SIZED = frozenset({str, bytes, list, tuple, dict})
 
 
+def _count(size: int) -> None:
+    """Add to what this rendering made: many values each under MAX_STRING still add up."""
+    _budget.made += size
+    if _budget.made > MAX_MADE and _budget.deadline is not None:
+        raise RenderLimit(f"rendering made more than {MAX_MADE:,} characters or items in all; make the template's "
+                          "loops build less text")
+
+
 def check_size(value: Any, what: str = "a value") -> Any:
-    if type(value) in _SIZED and len(value) > MAX_STRING or isinstance(value, str) and len(value) > MAX_STRING:
-        raise RenderLimit(f"{what} of {len(value):,} characters or items is too large "
-                          f"(at most {MAX_STRING:,}); build smaller text")
+    if type(value) in _SIZED or isinstance(value, str):
+        if len(value) > MAX_STRING:
+            raise RenderLimit(f"{what} of {len(value):,} characters or items is too large "
+                              f"(at most {MAX_STRING:,}); build smaller text")
+        _count(len(value))
     return value
 
 
@@ -84,6 +96,7 @@ def expected_size(size: int, what: str) -> None:
     if size > MAX_STRING:
         raise RenderLimit(f"{what} would make {size:,} characters or items (at most {MAX_STRING:,}); "
                           "build smaller text")
+    _count(size)
 
 
 def check_spec(spec: str, what: str = "format") -> None:
