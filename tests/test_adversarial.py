@@ -480,3 +480,21 @@ def test_a_backfill_too_large_to_plan_is_one_error_within_seconds(runner: CliRun
     assert (code, errors) == (1, ["error: backfills/july.yaml:1:1: backfill july would plan 237,450 instances "
                                   "(2 table(s)); one backfill plans at most 200,000: narrow data_timestamp or split "
                                   "it into several backfills"])
+
+
+def test_rendering_every_instance_is_bounded_in_all(runner: CliRunner, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from backfill.sql import bounds
+
+    monkeypatch.setattr(bounds, "MAX_TOTAL_SECONDS", 0.3)
+    loop = ("{% set ns = namespace(n=0) %}{% for i in range(20000) %}{% if ds > '2000' %}{% set ns.n = ns.n + 1 %}"
+            "{% endif %}{% endfor %}")
+    slow = loop + (BASE / "sql" / "fct_order.sql").read_text()
+    july = (BASE / "backfills" / "july.yaml").read_text().replace("2026-07-05", "2026-09-30")
+    root = project(tmp_path, {"sql/fct_order.sql": slow, "backfills/july.yaml": july})
+    code, errors = errors_of(runner, root)
+    assert code == 1
+    assert len(errors) == 1
+    assert errors[0].startswith("error: sql/fct_order.sql:1:1: template exceeds a rendering limit: rendering every "
+                                "instance took more than 0.3 s of CPU time in all; make the templates do less work, "
+                                "or plan fewer dates (table fct_order, 2026-")

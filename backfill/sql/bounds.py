@@ -24,7 +24,8 @@ from typing import Any
 from jinja2.exceptions import SecurityError
 
 __all__ = [
-    "MAX_DEPTH", "MAX_ITEMS", "MAX_MADE", "MAX_OUTPUT", "MAX_SECONDS", "MAX_STRING", "RenderLimit", "budget",
+    "MAX_DEPTH", "MAX_ITEMS", "MAX_MADE", "MAX_OUTPUT", "MAX_SECONDS", "MAX_STRING", "MAX_TOTAL_SECONDS",
+    "RenderLimit", "budget",
     "check_percent_format", "check_size", "check_spec", "check_time", "enter_macro", "leave_macro",
     "expected_size",
 ]
@@ -33,6 +34,7 @@ MAX_STRING = 1_000_000  # characters of any text a template makes
 MAX_OUTPUT = 1_000_000  # characters of rendered SQL
 MAX_ITEMS = 100_000  # items of a range, a repetition or a joined list
 MAX_DEPTH = 50  # macro calls inside each other
+MAX_TOTAL_SECONDS = 30.0  # CPU seconds rendering every instance of a project may take in all
 MAX_SECONDS = 2.0  # CPU seconds rendering one instance may take (CPU time: a loaded machine does not trip it)
 MAX_BITS = 100_000  # size of an integer a template computes
 MAX_MADE = 20_000_000  # characters or items of all the values one rendering makes (what a loop may keep)

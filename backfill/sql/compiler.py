@@ -23,6 +23,7 @@ from ..spec.model import Project, Table
 from .fields import field_signatures, linked_fields, prune_projection
 from .functions import source_path_problem
 from .readsets import ReadSet, ShapeReads
+from .sandbox import RenderingTime
 from .sqlcheck import ShapeCheck, SqlProblem, check_sql, partition_type
 from .templates import (
     CompiledTemplate,
@@ -90,6 +91,7 @@ class ProjectCompiler:
         self._signatures_of: dict[str, str] = {}  # table -> write signature
         self._reads: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
         self._read_sets = ShapeReads(project)
+        self._rendering = RenderingTime()
         for name, table in sorted(project.tables.items()):
             try:
                 self.templates[name] = CompiledTemplate(table, self.physical, self.source_ref, project.dialect)
@@ -141,7 +143,7 @@ class ProjectCompiler:
     # --- per instance
     def render(self, table: Table, ts: datetime, params: Mapping[str, Any]) -> Rendered:
         ctx = RenderContext(ts, table.hourly, params)
-        return self.templates[table.name].render(ctx)
+        return self._rendering.run(table.name, lambda: self.templates[table.name].render(ctx))
 
     def check(self, table: Table, rendered: Rendered) -> ShapeCheck:
         key = (table.name, rendered.shape)
@@ -159,7 +161,7 @@ class ProjectCompiler:
         try:
             rendered = self.render(table, ts, params)
         except TemplateFailure as exc:
-            return [_template_error(table, exc, ds)]
+            return [_template_error(self.project.tables.get(exc.culprit or "", table), exc, ds)]
         check = self.check(table, rendered)
         if check.problems:
             return [_sql_error(table, p, rendered.sql, ds) for p in check.problems]

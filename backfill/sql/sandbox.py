@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 import types
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jinja2
 from jinja2 import nodes
@@ -19,15 +21,38 @@ from .context import add_hours, add_months, date_format, ds_add
 from .datefill import lift
 from .quoting import finalize
 
-__all__ = ["ENV", "LIMIT_PREFIX", "TemplateFailure", "column_of", "describe", "sched_jinja", "template_line"]
+__all__ = ["ENV", "LIMIT_PREFIX", "RenderingTime", "TemplateFailure", "column_of", "describe", "sched_jinja",
+           "template_line"]
 
 LIMIT_PREFIX = "template exceeds a rendering limit"
+T = TypeVar("T")
 
 
 class TemplateFailure(Exception):
-    def __init__(self, message: str, line: int, col: int):
+    def __init__(self, message: str, line: int, col: int, culprit: str | None = None):
         super().__init__(message)
         self.message, self.line, self.col = message, line, col
+        self.culprit = culprit  # the table whose template it is, where not the one rendering
+
+
+class RenderingTime:
+    """CPU time all the renderings of one check of a project may take (each is bounded too): a template
+    just under the bound per instance still adds up over thousands of dates."""
+
+    def __init__(self, seconds: float | None = None) -> None:
+        self.seconds = bounds.MAX_TOTAL_SECONDS if seconds is None else seconds
+        self.spent: dict[str, float] = {}  # per table
+
+    def run(self, table: str, render: Callable[[], T]) -> T:
+        if sum(self.spent.values()) > self.seconds:  # named once, by the table that took the most
+            raise TemplateFailure(f"{LIMIT_PREFIX}: rendering every instance took more than {self.seconds:g} s of "
+                                  "CPU time in all; make the templates do less work, or plan fewer dates", 1, 1,
+                                  max(self.spent, key=self.spent.__getitem__))
+        started = time.thread_time()
+        try:
+            return render()
+        finally:
+            self.spent[table] = self.spent.get(table, 0.0) + time.thread_time() - started
 
 
 class _Generator(CodeGenerator):
