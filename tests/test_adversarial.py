@@ -498,3 +498,13 @@ def test_rendering_every_instance_is_bounded_in_all(runner: CliRunner, tmp_path:
     assert errors[0].startswith("error: sql/fct_order.sql:1:1: template exceeds a rendering limit: rendering every "
                                 "instance took more than 0.3 s of CPU time in all; make the templates do less work, "
                                 "or plan fewer dates (table fct_order, 2026-")
+
+
+def test_a_spec_file_linked_out_of_the_project_is_not_read(runner: CliRunner, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("api_key: hunter2\n")
+    root = project(tmp_path, {})
+    (root / "tables" / "z.yaml").symlink_to(secret)
+    code, errors = errors_of(runner, root)
+    assert (code, errors) == (1, ["error: tables/z.yaml: tables/z.yaml leads out of the project folder through a "
+                                  "symbolic link; keep spec files inside the project"])

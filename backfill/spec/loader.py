@@ -23,27 +23,13 @@ from .model import (
 from .reserved import ledger_shares_warehouse, reserved_name_errors
 from .schema_check import check_schema
 from .sourcefolders import source_folder_errors
+from .specfiles import inside as _inside
+from .specfiles import relative as _rel
+from .specfiles import spec_files as _spec_files
 from .timestamps import read_intervals
 from .yamlpos import Located, load_yaml_file, read_regular_text
 
 __all__ = ["load_project"]
-
-def _spec_files(root: Path, folder: str) -> list[Path]:
-    d = root / folder
-    if not d.is_dir():
-        return []
-    return sorted([*d.glob("*.yaml"), *d.glob("*.yml")])
-
-
-def _rel(root: Path, path: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except (ValueError, OSError, RuntimeError):  # outside the project, or a symbolic link loop
-        try:
-            return path.relative_to(root).as_posix()
-        except ValueError:
-            return path.as_posix()
-
 
 class _Loader:
     def __init__(self, root: Path):
@@ -54,6 +40,12 @@ class _Loader:
         self.ledger_shared = False  # the ledger's tables live in the warehouse's schema (reserved.py)
 
     def read(self, path: Path, kind: str) -> Located | None:
+        if not _inside(self.root, path):  # a link out of the project: not read, so nothing of it is shown
+            self.errors.append(SpecError(f"{path.relative_to(self.root).as_posix()} leads out of the project "
+                                         "folder through a symbolic link; keep spec files inside the project",
+                                         file=path.relative_to(self.root).as_posix()))
+            self.broken.add(path.stem)
+            return None
         doc = load_yaml_file(path, _rel(self.root, path))
         if isinstance(doc, SpecError):
             self.errors.append(doc)
