@@ -325,8 +325,8 @@ RENDER_PROBES = {
     "doubling": ("{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
                  "joining text with '~' would make 1,048,576 characters"),
     "output": ("{% for i in range(30) %}{{ 'x' * 50000 }}{% endfor %}", "the rendered SQL is longer than 1,000,000"),
-    "kept_in_a_list": ("{% set s = 'x' * 90000 %}{% set s = s ~ s ~ s ~ s ~ s ~ s ~ s ~ s %}{% set l = [] %}{% for i in range(100000) %}"
-                       "{% if l.append(s ~ i) %}{% endif %}{% endfor %}",
+    "kept_in_a_list": ("{% set s = 'x' * 90000 %}{% set s = s ~ s ~ s ~ s ~ s ~ s ~ s ~ s %}{% set l = [] %}"
+                       "{% for i in range(100000) %}{% if l.append(s ~ i) %}{% endif %}{% endfor %}",
                        "rendering made more than 20,000,000 characters or items in all"),
 }
 

@@ -116,7 +116,8 @@ def test_plan_does_not_create_a_ledger(project: Path) -> None:
 def test_a_bad_format_is_refused(project: Path) -> None:
     result = run(project, "--format", "xml")
     assert result.exit_code == 2  # bad command-line usage
-    assert "Invalid value for --format: must be text, json or markdown, not 'xml'" in result.output
+    assert result.stderr == ("error: invalid value for --format: must be text, json or markdown, not 'xml'; "
+                             "see `backfill plan --help`\n")
 
 
 def test_an_unknown_backfill_is_an_error(project: Path) -> None:

@@ -171,8 +171,11 @@ def test_set_success_resume_runs_what_it_was_blocking(tutorial: Path, prefect_ap
     facts = warehouse_rows(tutorial, "fct_order_buy_di", "2026-07-02")
     assert facts and {r[7] for r in facts} == {None}  # built without the products of 07-02 (brand is None)
 
-    again = cli(tutorial, "set-success", failed, "--resume")
-    assert again.exit_code == 0 and again.stdout == f"{failed}: success (set by operator); it was blocking nothing\n"
+    again = cli(tutorial, "set-success", failed, "--resume")  # already success: refused (it would only make
+    assert again.exit_code == 1 and again.stderr == (  # its downstream stale), nothing changes
+        f"error: {failed} was already set to success by an operator; nothing to set (rerun it with "
+        f"`backfill rerun tutorial_logical --instance {failed}` to recompute it)\n")
+    assert {r.status for r in rows_of(tutorial).values()} == {"success"}
 
     # why a partition is stale: one it read was written after it, or its table's spec changed
     fct1 = iid("fct_order_buy_di", "2026-07-01")

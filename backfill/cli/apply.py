@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         else:
             for name in report.deleted_specs:
                 typer.echo(f"note: backfill {name}: its spec file is gone from backfills/; "
-                           "its history stays in the ledger (see `backfill instances {name}`)")
+                           f"its history stays in the ledger (see `backfill instances {name}`)")
             if report.recovered:
                 typer.echo(f"recovered {len(report.recovered)} instance(s) left unfinished by a stopped apply")
             if report.nothing_to_do:

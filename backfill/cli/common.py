@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from typer._click import exceptions as click_errors
+from typer._click.core import Context as ClickContext
+from typer.core import TyperGroup
 
 from ..errors import SpecErrors, UserError
 
@@ -79,6 +82,41 @@ def usage_error(message: str) -> NoReturn:
     """A bad command-line value: one `error:` line, exit 2."""
     print(f"error: {message}", file=sys.stderr)
     raise typer.Exit(2)
+
+
+def click_error_line(exc: click_errors.ClickException) -> str:
+    """Click's message about bad usage, as the one `error:` line: what is wrong; where to read more."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    words = ctx.command_path.split()[1:] if ctx is not None else []
+    return f"error: {message}; see `{' '.join(['backfill', *words, '--help'])}`"
+
+
+class OneLineErrors(TyperGroup):
+    """The command group: bad usage Click finds (an unknown option, a bad value, a missing argument)
+    is one `error:` line with exit 2, like `usage_error`, not Click's usage box; --help is unchanged."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: ClickContext | None = None,
+                     **extra: Any) -> ClickContext:
+        with _one_line_click_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        with _one_line_click_errors():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_click_errors() -> Iterator[None]:
+    try:
+        yield
+    except click_errors.NoArgsIsHelpError:
+        raise  # `backfill` alone prints the help
+    except click_errors.ClickException as exc:
+        print(click_error_line(exc), file=sys.stderr)
+        raise typer.Exit(exc.exit_code) from None
 
 
 def fail(message: str, as_json: bool = False) -> NoReturn:

@@ -27,6 +27,19 @@ def _ledger(project: ProjectOpt) -> Ledger:
     return ledger
 
 
+def _real_ds(ds: str) -> bool:
+    """A data timestamp that names a real day (or hour): YYYY-MM-DD or YYYY-MM-DDTHH."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(T\d{2})?", ds):
+        return False
+    from datetime import datetime
+
+    try:
+        datetime.strptime(ds, "%Y-%m-%dT%H" if "T" in ds else "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
+
+
 def register(app: typer.Typer) -> None:
     @app.command("instances", help="Data Backfill Instances: per backfill, date and instance, with status, "
                                    "times, duration, rows and error; --by-date rolls them up per data "
@@ -45,7 +58,7 @@ def register(app: typer.Typer) -> None:
         if status is not None and status not in STATUSES:
             raise typer.BadParameter(f"'{status}' is not a status; one of: {', '.join(STATUSES)}",
                                      param_hint="'--status'")
-        if ds is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}(T\d{2})?", ds):
+        if ds is not None and not _real_ds(ds):
             raise typer.BadParameter(f"'{ds}' is not a data timestamp YYYY-MM-DD (or YYYY-MM-DDTHH)",
                                      param_hint="'--date'")
         from .instances_view import View
@@ -60,6 +73,12 @@ def register(app: typer.Typer) -> None:
                     watch_instances(ledger, view)
                     return
                 typer.echo(view.snapshot(ledger).text)
+            except UserError as exc:  # a backfill recorded with no instance is not an unknown one
+                if backfill and str(exc).startswith(f"no backfill '{backfill}'"):
+                    from ..run.operations import empty_backfill
+
+                    raise UserError(empty_backfill(ledger, backfill) or str(exc)) from None
+                raise
             finally:
                 ledger.close()
 
@@ -84,5 +103,13 @@ def register(app: typer.Typer) -> None:
         for a in attempts:
             typer.echo(f"--- attempt {a['number']}: {a['status']}, pid {a['pid']} on {a['host']}")
             typer.echo(a["log"] or "")
-        typer.echo("--- SQL")
+            if a["sql"] and a["sql"] != row.sql:  # it ran other SQL than the instance holds now
+                typer.echo(f"--- SQL executed by attempt {a['number']}")
+                typer.echo(a["sql"])
+        if not attempts:
+            typer.echo("--- SQL (as planned; never executed)")
+        elif attempts[-1]["sql"] and attempts[-1]["sql"] != row.sql:
+            typer.echo(f"--- SQL (as last planned; not what attempt {attempts[-1]['number']} executed, shown above)")
+        else:
+            typer.echo("--- SQL")
         typer.echo(row.sql)

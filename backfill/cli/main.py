@@ -9,9 +9,11 @@ from pathlib import Path
 import typer
 
 from . import init, validate
+from .common import OneLineErrors
 
 app = typer.Typer(
     name="backfill",
+    cls=OneLineErrors,
     help="Declarative, reviewable data backfills: validate, plan, apply, watch.",
     no_args_is_help=True,
     add_completion=False,

@@ -113,7 +113,15 @@ def register(app: typer.Typer) -> None:
                                "--failed` for what it blocked.")
                 return
             name, ids = ops.to_release(instance)
+            runtime = ops.wait_for_schedule(name, ids) if ids else None
             ops.ledger.close()
+            if runtime is not None:  # a scheduled backfill: what it was blocking waits for its time
+                if as_json:
+                    emit_json({"ok": True, "instances": done, "ran": [], "waiting": ids, "scheduled_for": runtime})
+                else:
+                    typer.echo(f"{instance}: success (set by operator); the {len(ids)} instance(s) it was blocking "
+                               f"wait for their scheduled time {runtime}")
+                return
             if not ids:
                 if as_json:
                     emit_json({"ok": True, "instances": done, "ran": []})
@@ -156,7 +164,16 @@ def register(app: typer.Typer) -> None:
             ops = _ops(project)
             name, ids, cleared = ops.to_resume(target)
             running = ops.apply_running()
+            runtime = ops.wait_for_schedule(name, ids) if ids else None
             ops.ledger.close()
+            if runtime is not None:  # resuming releases a hold; a scheduled backfill still waits for its time
+                if as_json:
+                    emit_json({"ok": True, "released": cleared, "ran": [], "waiting": ids, "scheduled_for": runtime,
+                               "apply_running": running})
+                else:
+                    typer.echo(f"resumed {len(ids)} instance(s) of {name}; they wait for their scheduled time "
+                               f"{runtime}")
+                return
             if not ids:  # only held flags of instances a running apply has not reached yet
                 if as_json:
                     emit_json({"ok": True, "released": cleared, "ran": [], "apply_running": running})
@@ -181,7 +198,11 @@ def register(app: typer.Typer) -> None:
             who = f"pid {holder['pid']} on {holder['host']} ({holder['purpose']})"
             if holder["alive"]:
                 raise UserError(f"the lock is held by {who}, which is still running; stop it first")
-            if not yes and not typer.confirm(f"Break the lock of {who}?", default=False):
+            try:
+                confirmed = yes or typer.confirm(f"Break the lock of {who}?", default=False)
+            except typer.Abort:  # stdin closed (or Ctrl-C) at the question: the same as answering no
+                confirmed = False
+            if not confirmed:
                 raise UserError("unlock cancelled")
             ops.ledger.unlock()
             typer.echo(f"broke the lock of {who}; the next apply recovers its unfinished instances")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from ..sql.context import fmt_date
+
 __all__ = ["expand", "ranges_of"]
 
 
@@ -29,6 +31,6 @@ def expand(first: str, last: str) -> list[str]:
     at, end = datetime.fromisoformat(first), datetime.fromisoformat(last)
     out: list[str] = []
     while at <= end and len(out) <= 100_000:
-        out.append(at.strftime("%Y-%m-%dT%H" if hourly else "%Y-%m-%d"))
+        out.append(fmt_date(at, "%Y-%m-%dT%H" if hourly else "%Y-%m-%d"))
         at += step
     return out

@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 
 from ..errors import UserError
 from ..spec.model import Project
+from ..sql.context import fmt_date
 from .dag import downstream_of
 from .lineage import WriteIndex
 from .planner import BackfillPlan, LedgerView
@@ -62,7 +63,7 @@ def compact(dss: Iterable[str], hourly: bool) -> tuple[str, ...]:
     fmt, step = ("%Y-%m-%dT%H", timedelta(hours=1)) if hourly else ("%Y-%m-%d", timedelta(days=1))
     out: list[list[str]] = []
     for ds in sorted(set(dss)):
-        if out and (datetime.strptime(out[-1][1], fmt) + step).strftime(fmt) == ds:
+        if out and fmt_date(datetime.strptime(out[-1][1], fmt) + step, fmt) == ds:
             out[-1][1] = ds
         else:
             out.append([ds, ds])

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..spec.model import Project
+from ..state.fingerprints import template_fingerprint
 from ..state.ledger import ACTIVE, InstanceRow, Ledger
 from ..state.schema import T_INSTANCES, instance_rows
 from .freshness import stale_reasons
@@ -244,8 +245,23 @@ def _last_attempt(ledger: Ledger, row: InstanceRow) -> dict[str, Any] | None:
             "pid": a["pid"], "host": a["host"], "error": error}
 
 
-def _summary(row: InstanceRow, waits: Sequence[Wait], chain: Sequence[Link], stale: Sequence[str]) -> str:
+def _dry_run(view: _Ledger, project: Project) -> str:
+    """What a dry-run instance's partition holds: it wrote nothing, so only an earlier write, if any."""
+    row = view.row
+    tfps = {tfp for _t, _f, tfp, dss in view.ledger.partition_groups(row.table) if row.ds in dss}
+    if not tfps:
+        return "dry_run: not executed; the partition is missing"
+    table = project.tables.get(row.table)
+    now = template_fingerprint(table, project) if table is not None else None
+    changed = " (stale: its table's spec changed since)" if any(t and t != now for t in tfps) else ""
+    return f"dry_run: not executed; the partition holds data from an earlier write{changed}"
+
+
+def _summary(row: InstanceRow, waits: Sequence[Wait], chain: Sequence[Link], stale: Sequence[str],
+             dry_run: str = "") -> str:
     bf = row.backfill
+    if row.status == "dry_run" and dry_run:
+        return dry_run
     if row.status in ACTIVE and row.status != "running":
         return f"{row.status}: for {waits[0].detail}" if waits else row.status
     if row.status == "running":
@@ -275,5 +291,6 @@ def diagnose(ledger: Ledger, project: Project, instance_id: str, graph: Mapping[
     stale = _stale(view, project, reads)
     root = ledger.instance(chain[-1].id) if chain else None
     return Diagnosis(row.id, row.backfill, row.status, row.group, row.mode, row.held,
-                     _summary(row, waits, chain, stale), reads, waits, chain, stale, _last_attempt(ledger, row),
+                     _summary(row, waits, chain, stale, _dry_run(view, project) if row.status == "dry_run" else ""),
+                     reads, waits, chain, stale, _last_attempt(ledger, row),
                      f"backfill logs {row.id}", _last_attempt(ledger, root) if root else None)

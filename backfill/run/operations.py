@@ -9,7 +9,8 @@ from pathlib import Path
 from ..errors import UserError
 from ..state.ledger import FINISHED, InstanceRow, Ledger
 
-__all__ = ["rollup", "resolve", "downstream_ids", "released", "nothing_to_resume", "Operations"]
+__all__ = ["rollup", "resolve", "empty_backfill", "downstream_ids", "released", "nothing_to_resume",
+           "scheduled_for", "Operations"]
 
 BAD = ("failed", "paused", "blocked", "killed")
 
@@ -35,9 +36,30 @@ def resolve(ledger: Ledger, target: str) -> tuple[str, list[InstanceRow]]:
         return row.backfill, [row]
     rows = ledger.instances(backfill=target)
     if not rows:
+        empty = empty_backfill(ledger, target)
+        if empty:
+            raise UserError(empty)
         known = ", ".join(b["name"] for b in ledger.backfills()) or "none yet"
         raise UserError(f"no backfill '{target}' in the ledger (known: {known})")
     return target, rows
+
+
+def empty_backfill(ledger: Ledger, name: str) -> str | None:
+    """Why a backfill the ledger records has no instance, in one line; None if it is not recorded."""
+    if name not in {b["name"] for b in ledger.backfills()}:
+        return None
+    return (f"backfill '{name}' has no instances in the ledger: every partition it covers was already "
+            "current when it was applied, so it ran nothing")
+
+
+def scheduled_for(ledger: Ledger, name: str, now: float | None = None) -> str | None:
+    """The backfill's recorded runtime while it is still ahead (it waits for it), else None."""
+    from datetime import datetime
+
+    runtime = next((b["runtime"] for b in ledger.backfills() if b["name"] == name), None)
+    if not runtime or datetime.fromisoformat(str(runtime)).timestamp() <= (time.time() if now is None else now):
+        return None
+    return str(runtime)
 
 
 def downstream_ids(rows: list[InstanceRow], start: Iterable[str]) -> list[str]:
@@ -117,10 +139,15 @@ class Operations:
         return bool(holder and holder["alive"])
 
     def set_success(self, target: str) -> list[str]:
-        _, rows = resolve(self.ledger, target)
-        if len(rows) != 1:
+        if "/" not in target:  # a backfill name, even of a backfill with a single instance
             raise UserError("set-success takes one instance id BACKFILL/TABLE/DS")
+        name, rows = resolve(self.ledger, target)
         row = rows[0]
+        if row.status == "success":  # executed, or set already: setting it again would only make its downstream stale
+            how = "was already set to success by an operator" if (row.error or "").startswith("set to success") \
+                else "already succeeded"
+            raise UserError(f"{row.id} {how}; nothing to set (rerun it with "
+                            f"`backfill rerun {name} --instance {row.id}` to recompute it)")
         if row.status in ("running", "waiting") and self.apply_running():
             raise UserError(f"{row.id} is {row.status} in a running apply; kill it first")
         fields = (*row.fields, *row.linked) if row.fields else ("*",)
@@ -156,7 +183,8 @@ class Operations:
         """Release what is held: clear operator pauses and take skipped instances out of skip (skipping
         is holding). Returns (backfill, what must run now, how many held flags were cleared): the paused
         instances (skipped or paused by an operator) and what they blocked (their downstream, the later
-        dates of their group), never what a failure or a kill blocks (`rerun --failed` is for those)."""
+        dates of their group), never what a failure or a kill blocks (`rerun --failed` is for those).
+        Of a backfill whose runtime is still ahead, every paused one: they wait for it (`wait_for_schedule`)."""
         name, rows = resolve(self.ledger, target)
         held = [r.id for r in rows if r.held]
         paused = [r.id for r in rows if r.status == "paused"]
@@ -167,9 +195,19 @@ class Operations:
             return name, [], len(held)
         all_rows = self.ledger.instances(backfill=name)
         chosen = released(all_rows, paused, run_roots=True, outside=self._outside(all_rows))
+        if scheduled_for(self.ledger, name) is not None:  # nothing runs before its time: all of them wait for it
+            chosen = list(dict.fromkeys([*paused, *chosen]))
         skipped = {r.id for r in all_rows if r.mode == "skip"}
         self.ledger.set_flags([i for i in chosen if i in skipped], mode="run")
         return name, chosen, len(held)
+
+    def wait_for_schedule(self, name: str, ids: list[str]) -> str | None:
+        """Released instances of a backfill whose runtime is still ahead go back to `waiting` for it (as
+        apply records them) instead of running now; returns that runtime, or None (they may run now)."""
+        runtime = scheduled_for(self.ledger, name)
+        if runtime is not None:
+            self.ledger.set_flags(ids, status="waiting", error=None, held=False, started_at=None, ended_at=None)
+        return runtime
 
     def to_release(self, instance: str) -> tuple[str, list[str]]:
         """What an instance (now successful) was blocking and may run: `set-success --resume`."""

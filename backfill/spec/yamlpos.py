@@ -122,6 +122,17 @@ def _compose(text: str) -> yaml.Node | None:
     return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str) -> SpecError:
+    """A character YAML refuses (a control character, U+FFFE...), at its line and column."""
+    pos = exc.position if isinstance(exc.position, int) and 0 <= exc.position <= len(text) else 0
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+    kind = "control characters" if char < 0x20 or 0x7F <= char <= 0x9F else "special characters"
+    return SpecError(f"YAML: unacceptable character #x{char:04x} ({kind} are not allowed); remove it",
+                     file=file, line=line, col=col)
+
+
 def load_yaml_text(text: str, file: str) -> Located | SpecError:
     """Parse one YAML document. Returns the located value, or the one syntax error."""
     text = text.removeprefix("\ufeff")
@@ -138,8 +149,10 @@ def load_yaml_text(text: str, file: str) -> Located | SpecError:
         if exc.problem and exc.context and ctx is not None and (ctx.line + 1, ctx.column + 1) != (line, col):
             problem += f" ({exc.context} that starts at line {ctx.line + 1}, column {ctx.column + 1})"
         return SpecError(f"YAML syntax: {problem}; fix the indentation or quoting", file=file, line=line, col=col)
-    except yaml.YAMLError as exc:  # pragma: no cover - reader errors without a mark
-        return SpecError(f"YAML: {exc}", file=file, line=1, col=1)
+    except yaml.reader.ReaderError as exc:
+        return _reader_error(exc, text, file)
+    except yaml.YAMLError as exc:  # pragma: no cover - errors without a mark
+        return SpecError(f"YAML: {str(exc).splitlines()[0]}", file=file, line=1, col=1)
     doc = Located(value=None, file=file)
     if node is None:
         doc.value = {}

@@ -14,13 +14,24 @@ import jinja2
 
 from .quoting import DateText
 
-__all__ = ["RenderContext", "add_hours", "add_months", "date_format", "ds_add", "fmt_date"]
+__all__ = ["RenderContext", "add_hours", "add_months", "date_format", "ds_add", "fmt_date", "strftime"]
+
+_YEAR = re.compile(r"%[%YF]")
+
+
+def strftime(ts: date, fmt: str) -> str:
+    """`ts.strftime(fmt)` with a four-digit year: the C library writes year 1 as `1`, not `0001`."""
+    if ts.year >= 1000 or "%" not in fmt:
+        return ts.strftime(fmt)
+    year = f"{ts.year:04d}"
+    pad = {"%%": "%%", "%Y": year, "%F": year + "-%m-%d"}
+    return ts.strftime(_YEAR.sub(lambda m: pad[m.group()], fmt))
 
 
 @lru_cache(maxsize=65536)
 def fmt_date(ts: datetime, fmt: str) -> str:
     """`ts.strftime(fmt)`, cached: planning formats the same few thousand timestamps over and over."""
-    return ts.strftime(fmt)
+    return strftime(ts, fmt)
 
 
 def _as_datetime(value: Any) -> datetime:
@@ -62,13 +73,13 @@ def add_months(value: Any, months: int) -> DateText:
 
 @lru_cache(maxsize=65536)
 def add_hours(value: Any, hours: int) -> DateText:
-    return DateText((_as_datetime(value) + timedelta(hours=int(hours))).strftime("%Y-%m-%d %H:%M:%S"))
+    return DateText(strftime(_as_datetime(value) + timedelta(hours=int(hours)), "%Y-%m-%d %H:%M:%S"))
 
 
 @lru_cache(maxsize=65536)
 def date_format(value: Any, fmt: str) -> DateText:
     """strftime of a date; only digits and separators may come out."""
-    out = _as_datetime(value).strftime(str(fmt))
+    out = strftime(_as_datetime(value), str(fmt))
     if not re.fullmatch(r"[0-9 :T/._-]*", out):
         raise jinja2.TemplateRuntimeError(f"date_format may only produce digits and separators, got {out!r}")
     return DateText(out)

@@ -198,7 +198,7 @@ def _add_months(dt: datetime, months: int) -> datetime:
     """`dt` moved by whole months, the day clamped to the target month's last day."""
     y, m = divmod(dt.year * 12 + dt.month - 1 + months, 12)
     if not 1 <= y <= 9999:
-        raise OverflowError(f"date out of range moving {dt:%Y-%m-%d} by {months} months")
+        raise OverflowError(f"date out of range moving {dt.date().isoformat()} by {months} months")
     return dt.replace(year=y, month=m + 1, day=min(dt.day, calendar.monthrange(y, m + 1)[1]))
 
 

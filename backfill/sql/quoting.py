@@ -78,7 +78,7 @@ def finalize(value: Any) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, datetime):
-        return finalize(DateText(value.strftime("%Y-%m-%d %H:%M:%S")))
+        return finalize(DateText(f"{value.year:04d}" + value.strftime("-%m-%d %H:%M:%S")))
     if isinstance(value, date):
         return finalize(DateText(value.isoformat()))
     if isinstance(value, str):

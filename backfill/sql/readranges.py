@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 
 __all__ = ["All", "Any_", "Cmp", "TRUE", "Formula", "as_ranges", "conj", "conjunction", "conjunction_ranges",
@@ -171,8 +171,8 @@ def evaluate(f: Formula, hourly: bool, fill: Callable[[str], str]) -> list[Inter
 def _ds(n: int, hourly: bool) -> str:
     if hourly:
         day, hour = divmod(n, 24)
-        return f"{datetime.fromordinal(day):%Y-%m-%d}T{hour:02d}"
-    return f"{datetime.fromordinal(n):%Y-%m-%d}"
+        return f"{date.fromordinal(day).isoformat()}T{hour:02d}"
+    return date.fromordinal(n).isoformat()
 
 
 def as_ranges(intervals: list[Interval], hourly: bool) -> tuple[tuple[str | None, str | None], ...] | str:

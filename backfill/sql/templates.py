@@ -74,6 +74,15 @@ def _strftime(fmt: str) -> Callable[[datetime], str]:
     return lambda ts: fmt_date(ts, fmt)
 
 
+def _problem(exc: Exception) -> str:
+    """What a Python error raised inside a template says; named by its type where the text alone is
+    unclear (KeyError: 'k', IndexError: pop from empty list)."""
+    text = " ".join(str(exc).split())
+    if text and isinstance(exc, ValueError | TypeError | ArithmeticError | MemoryError | RecursionError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class _SymbolicDateText(DateText, SymbolicDate):
     """A symbolic date that finalize marks like any date (see datefill)."""
 
@@ -221,9 +230,12 @@ class CompiledTemplate:
         except jinja2.TemplateError as exc:
             line = template_line(exc)
             raise TemplateFailure(describe(exc), line, column_of(self.template.source, line, exc)) from None
-        except (ValueError, TypeError, OverflowError, ArithmeticError, MemoryError, RecursionError) as exc:
+        except TemplateFailure:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a template's expression raises is the template's error
             line = template_line(exc)
-            raise TemplateFailure(f"template: {exc}", line, 1) from None
+            raise TemplateFailure(f"template: {_problem(exc)}", line, column_of(self.template.source, line, exc)) \
+                from None
         if TEXT_OPEN in out:
             out = self._quote_text(out)
         return out
