@@ -209,6 +209,7 @@ class _Loader:
                 for i, name in enumerate(sel):
                     if name not in tables and name not in self.broken:
                         self.errors.append(doc.error((key, i), _unknown_table(name, tables)))
+        self.errors.extend(_skipped_and_dry_run(doc, v.get("skip", "none"), v.get("dry_run", "none")))
         intervals = read_intervals(doc, v.get("data_timestamp"), self.errors)
         runtime = None
         if v.get("runtime", "immediately") != "immediately":
@@ -233,6 +234,22 @@ def _unknown_table(name: str, tables: dict[str, Table]) -> str:
     close = difflib.get_close_matches(name, list(tables), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else "; declare it in tables/"
     return f"unknown table '{name}'{hint}"
+
+
+def _skipped_and_dry_run(doc: Any, skip: Any, dry_run: Any) -> list[Any]:
+    """A table both skipped and dry-run: the two ask opposite outcomes (paused, a failure, or
+    succeeded at once), so the spec has to pick one."""
+    if skip == "none" or dry_run == "none":
+        return []
+    fix = ("it cannot be both skipped (ends paused, blocks downstream) and dry-run (succeeds without "
+           "running); remove it from skip or from dry_run")
+    if skip == "all" and dry_run == "all":
+        return [doc.error(("dry_run",), f"every table is in skip and in dry_run: {fix}")]
+    if isinstance(dry_run, list):
+        return [doc.error(("dry_run", i), f"table '{name}' is in skip and in dry_run: {fix}")
+                for i, name in enumerate(dry_run) if skip == "all" or name in skip]
+    return [doc.error(("skip", i), f"table '{name}' is in skip and in dry_run: {fix}")
+            for i, name in enumerate(skip)]
 
 
 def _selection(raw: Any) -> Selection:
