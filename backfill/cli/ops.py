@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +42,11 @@ def _report_run(report, as_json: bool) -> None:  # type: ignore[no-untyped-def]
         if not as_json:
             print(f"error: {len(report.failures)} instance(s) did not succeed", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _say(as_json: bool, line: str) -> Callable[[], None]:
+    """What a rerun says on stdout once it holds the lock (nothing in --json)."""
+    return (lambda: None) if as_json else (lambda: typer.echo(line))
 
 
 def _serve_once(root: Path, interval: float) -> list[str]:
@@ -88,10 +94,9 @@ def register(app: typer.Typer) -> None:
             ops = _ops(project)
             name, ids = ops.to_rerun(backfill, failed, list(instance or []), downstream)
             ops.ledger.close()
-            if not as_json:
-                typer.echo(f"rerunning {len(ids)} instance(s) of {name}")
             report = run_again(ops.root, name, ids, lock_timeout, say=lambda m: typer.echo(m, err=True),
-                               on_change=live.on_change)
+                               on_change=live.on_change,
+                               announce=_say(as_json, f"rerunning {len(ids)} instance(s) of {name}"))
         _report_run(report, as_json)
 
     @app.command("set-success", help="Mark an instance successful without running it; --resume also runs "
@@ -128,10 +133,9 @@ def register(app: typer.Typer) -> None:
                 else:
                     typer.echo(f"{instance}: success (set by operator); it was blocking nothing")
                 return
-            if not as_json:
-                typer.echo(f"{instance}: success (set by operator); running the {len(ids)} instance(s) "
-                           "it was blocking")
-            report = run_again(ops.root, name, ids, lock_timeout, say=lambda m: typer.echo(m, err=True))
+            report = run_again(ops.root, name, ids, lock_timeout, say=lambda m: typer.echo(m, err=True),
+                               announce=_say(as_json, f"{instance}: success (set by operator); running the "
+                                                      f"{len(ids)} instance(s) it was blocking"))
         _report_run(report, as_json)
 
     def _flagging(verb: str, target: str, project: ProjectOpt, as_json: bool) -> None:
@@ -181,9 +185,8 @@ def register(app: typer.Typer) -> None:
                     typer.echo(f"resumed {target}" + ("; the running apply starts it when reached" if running
                                                       else f": {cleared} instance(s) no longer held"))
                 return
-            if not as_json:
-                typer.echo(f"resuming {len(ids)} instance(s) of {name}")
-            report = run_again(ops.root, name, ids, lock_timeout, say=lambda m: typer.echo(m, err=True))
+            report = run_again(ops.root, name, ids, lock_timeout, say=lambda m: typer.echo(m, err=True),
+                               announce=_say(as_json, f"resuming {len(ids)} instance(s) of {name}"))
         _report_run(report, as_json)
 
     @app.command("unlock", help="Break the apply lock left by a process that is no longer running.")

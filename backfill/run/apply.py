@@ -254,8 +254,10 @@ def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRe
 @heap.frozen_heap()
 def run_again(root: Path, name: str, ids: Sequence[str], lock_timeout: float = 0.0,
               say: Callable[[str], None] = print,
-              on_change: Callable[[str, str, str], None] | None = None) -> BackfillReport:
-    """Reset recorded instances to `pending` and execute them with their recorded SQL (rerun, resume)."""
+              on_change: Callable[[str, str, str], None] | None = None,
+              announce: Callable[[], None] | None = None) -> BackfillReport:
+    """Reset recorded instances to `pending` and execute them with their recorded SQL (rerun, resume).
+    `announce` runs once the lock is held: nothing says "rerunning" for a rerun the lock refuses."""
     from ..spec.loader import load_project
     from .engines import open_engine
 
@@ -265,6 +267,8 @@ def run_again(root: Path, name: str, ids: Sequence[str], lock_timeout: float = 0
     with stop_on_signals("rerun", next_step) as signalled:
         try:
             with hold_lock(ledger, f"rerun {name}", lock_timeout, say):
+                if announce is not None:
+                    announce()
                 records = ApplyRecords(ledger)
                 try:
                     records.reset(ids)
