@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 import subprocess
@@ -62,3 +63,36 @@ def test_an_operation_refused_by_the_lock_does_not_announce_a_run(tmp_path: Path
     else:
         assert again.stdout.splitlines()[0] == "resuming 2 instance(s) of bf"
         assert "2 success" in again.stdout
+
+
+def test_kill_of_a_whole_backfill_during_apply_ends_every_unfinished_instance_killed(
+        tutorial: Path, prefect_api: str) -> None:
+    from test_monitoring import BACKFILL, SLOW, make_slow, wait_for
+
+    spec = tutorial / "backfills" / "integration.yaml"  # fewer integration dates: a faster test
+    spec.write_text(spec.read_text().replace("{start: 2026-06-25, end: 2026-07-14}",
+                                             "{start: 2026-06-30, end: 2026-07-05}"))
+    make_slow(tutorial, "2026-07-02", 20_000_000_000)
+    proc = subprocess.Popen([BACKFILL, "apply", "--yes", "--project", str(tutorial)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def settled(s: dict[str, str]) -> bool:  # the slow one runs; the other groups are done
+            later = [i for i, st in s.items() if i.startswith("tutorial_logical/") and i.split("/")[2] > "2026-07-05"]
+            return s.get(SLOW) == "running" and len(later) == 36 and all(s[i] == "success" for i in later)
+
+        before = wait_for(tutorial, settled, f"{SLOW} running", proc)
+        killed = cli(tutorial, "kill", "tutorial_logical")
+        assert killed.exit_code == 0, killed.output
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, (out, err)
+    asked = int(killed.stdout.split("kill: ")[1].split(" instance(s)")[0])
+    final = json.loads(cli(tutorial, "instances", "tutorial_logical", "--json").stdout)["backfills"][0]
+    got = {i["id"]: (i["status"], i["error"]) for i in final["instances"]}
+    unfinished = {i for i, (s, _) in got.items() if s != "success"}
+    assert SLOW in unfinished and len(unfinished) == asked, (asked, got)
+    assert {got[i] for i in unfinished} == {("killed", "killed by an operator")}, got
+    assert all(before.get(i) != "success" for i in unfinished)

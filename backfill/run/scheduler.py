@@ -115,8 +115,8 @@ class BackfillRun:
     def _set(self, job: Job, status: str, record: bool = True, attempt: Mapping[str, object] | None = None,
              **values: object) -> None:
         """`attempt`: an attempt's record, written in the same ledger change (one queue hand-off)."""
-        if status == "blocked" and self.stop_reason:
-            status, values = "killed", {**values, "error": self.stop_reason}
+        if status == "blocked" and (self.stop_reason or job.row.id in self._kill):  # asked to end: killed
+            status, values = "killed", {**values, "error": self._killed_because("killed by an operator")}
         with self._lock:  # group threads and worker threads both change statuses
             previous = job.status
             job.status = status
