@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -96,3 +97,45 @@ def test_kill_of_a_whole_backfill_during_apply_ends_every_unfinished_instance_ki
     assert SLOW in unfinished and len(unfinished) == asked, (asked, got)
     assert {got[i] for i in unfinished} == {("killed", "killed by an operator")}, got
     assert all(before.get(i) != "success" for i in unfinished)
+
+
+LINKED_READS = {
+    "literal": ("read_csv('data/orders.csv', header = true)", "2:6",
+                "read_csv may only read files under the project's source folders: 'data/orders.csv' leads out of "
+                "the source folders through a symbolic link; give a regular file"),
+    "source": ("read_csv({{ source('data/orders.csv') }}, header = true)", "2:15",
+               "template: source('data/orders.csv'): 'data/orders.csv' leads out of the source folders through a "
+               "symbolic link; give a regular file"),
+    "glob": ("read_csv({{ source('data/*.csv') }}, header = true)", "2:15",
+             "template: source('data/*.csv'): 'data/*.csv' matches "
+             "'data/orders.csv', which leads out of the source folders through a symbolic link; remove the link or "
+             "narrow the pattern"),
+    "literal_glob": ("read_csv(['data/a.csv', 'data/**/*.csv'], header = true)", "2:6",
+                     "read_csv may only read files under the project's source folders: 'data/**/*.csv' matches "
+                     "'data/orders.csv', which leads out of the source folders through a symbolic link; remove the "
+                     "link or narrow the pattern"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LINKED_READS))
+def test_validate_refuses_a_read_that_a_link_inside_a_source_folder_leads_out(tmp_path: Path, case: str) -> None:
+    from test_adversarial import ODS, project
+
+    call, at, message = LINKED_READS[case]
+    root = project(tmp_path, {"sql/ods_order.sql": ODS.format(call), "data/a.csv": "order_id\n1\n"})
+    secret = tmp_path / "secret.csv"
+    secret.write_text("order_id,customer_id,amount,order_time\n1,1,1,2026-07-01\n")
+    (root / "data" / "orders.csv").symlink_to(secret)
+    before = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+    for command in ("validate", "apply"):
+        result = cli(root, command, *(["--yes"] if command == "apply" else []))
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+        assert errors == [f"error: sql/ods_order.sql:{at}: {message} (table ods_order, 2026-07-01)"], result.stderr
+        assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == before  # nothing written
+
+    # the same reads of a regular file in its place pass
+    (root / "data" / "orders.csv").unlink()
+    shutil.copy(secret, root / "data" / "orders.csv")
+    assert cli(root, "validate").exit_code == 0

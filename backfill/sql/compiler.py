@@ -24,6 +24,7 @@ from .fields import field_signatures, linked_fields, prune_projection
 from .functions import source_path_problem
 from .readsets import ReadSet, ShapeReads
 from .sandbox import RenderingTime
+from .sourcepaths import escaping_path
 from .sqlcheck import ShapeCheck, SqlProblem, check_sql, partition_type
 from .templates import (
     CompiledTemplate,
@@ -86,6 +87,7 @@ class ProjectCompiler:
         self.errors: list[SpecError] = []
         self.templates: dict[str, CompiledTemplate] = {}
         self._checks: dict[tuple[str, str], ShapeCheck] = {}
+        self._escaping: dict[str, str | None] = {}  # source path -> why it leads out of the source folders
         self._transforms: dict[tuple[str, str, tuple[str, ...]], _Transform | None] = {}
         self._signatures: dict[tuple[str, str], dict[str, Any]] = {}
         self._signatures_of: dict[str, str] = {}  # table -> write signature
@@ -127,18 +129,11 @@ class ProjectCompiler:
         return quote_literal(path)
 
     def _escapes(self, path: str) -> str | None:
-        """Why an existing source path leads out of its folder through a link, or None."""
-        if any(c in path for c in "*?[{"):
-            return None
-        root = self.project.root
-        try:
-            real = (root / path).resolve()
-            folders = [(root / s).resolve() for s in self.project.sources]
-        except (OSError, RuntimeError):
-            return f"'{path}' cannot be resolved (a symbolic link loop?); give a regular file"
-        if not any(real == f or real.is_relative_to(f) for f in folders):
-            return f"'{path}' leads out of the source folders through a symbolic link; give a regular file"
-        return None
+        """Why a source path leads out of its folder through a link on disk, or None (once per path:
+        every instance of a table names the same files)."""
+        if path not in self._escaping:
+            self._escaping[path] = escaping_path(self.project.root, self.project.sources, path)
+        return self._escaping[path]
 
     # --- per instance
     def render(self, table: Table, ts: datetime, params: Mapping[str, Any]) -> Rendered:
@@ -151,7 +146,7 @@ class ProjectCompiler:
         if found is None:
             found = check_sql(rendered.sql, table, self.project.tables, self.project.dialect,
                               self.target_dialect(table), self.project.allow_functions, self.project.sources,
-                              self.ranged(table))
+                              self.ranged(table), self._escapes)
             self._checks[key] = found
         return found
 

@@ -10,7 +10,7 @@ Functions that read files are allowed only on literal paths under the project's 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlglot import exp
@@ -128,8 +128,10 @@ def source_path_problem(path: str, sources: Iterable[str]) -> str | None:
 
 
 def function_problems(tree: exp.Expr, dialect: str, extra: Iterable[str] = (),
-                      sources: Iterable[str] = ("data",)) -> list[FunctionProblem]:
-    """Every call in `tree` that the allow-list refuses, in order, once per name."""
+                      sources: Iterable[str] = ("data",),
+                      escapes: Callable[[str], str | None] | None = None) -> list[FunctionProblem]:
+    """Every call in `tree` that the allow-list refuses, in order, once per name. `escapes`: why a
+    path that is under a source folder by its text leads out of them on disk (sourcepaths.py)."""
     names = ALLOWED.get(dialect, _COMMON)
     allowed_extra = frozenset(e.lower() for e in extra)
     out: list[FunctionProblem] = []
@@ -139,7 +141,8 @@ def function_problems(tree: exp.Expr, dialect: str, extra: Iterable[str] = (),
         if name in FILE_READERS and name not in allowed_extra:
             paths = _literal_paths(node)
             why = "its path must be a literal from source(), e.g. read_csv({{ source('data/x.csv') }})" \
-                if paths is None else next(filter(None, (source_path_problem(p, sources) for p in paths)), None)
+                if paths is None else next(filter(None, (source_path_problem(p, sources)
+                                                         or (escapes(p) if escapes else None) for p in paths)), None)
             if why is not None and name not in seen:
                 seen.add(name)
                 out.append(FunctionProblem(f"{name} may only read files under the project's source "

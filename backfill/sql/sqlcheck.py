@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,7 @@ def check_sql(
     allow_functions: Iterable[str] = (),
     sources: Iterable[str] = ("data",),
     ranged: bool = False,
+    escapes: Callable[[str], str | None] | None = None,
 ) -> ShapeCheck:
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
@@ -109,7 +110,7 @@ def check_sql(
 
     problems: list[SqlProblem] = [
         SqlProblem(f.message, 1, 1, f.name)
-        for f in function_problems(tree, engine_dialect, allow_functions, sources)]
+        for f in function_problems(tree, engine_dialect, allow_functions, sources, escapes)]
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     reads: list[str] = []
     table_functions = False
