@@ -455,10 +455,13 @@ def test_skip_all_and_dry_run_all(tmp_path: Path) -> None:
     assert {i.mode for i in plan.instances} == {"run"}
 
 
-def test_skip_wins_over_dry_run_and_applies_to_downstream_added(tmp_path: Path) -> None:
-    plan = plan1(tmp_path, CHAIN, targets=["a"], scope="downstream", skip=["c"], dry_run="all",
+def test_a_named_table_wins_over_all_and_applies_to_downstream_added(tmp_path: Path) -> None:
+    plan = plan1(tmp_path / "s", CHAIN, targets=["a"], scope="downstream", skip=["c"], dry_run="all",
                  data_timestamp="2026-07-01")
     assert [(i.table, i.mode) for i in plan.instances] == [("a", "dry_run"), ("b", "dry_run"), ("c", "skip")]
+    plan = plan1(tmp_path / "d", CHAIN, targets=["a"], scope="downstream", skip="all", dry_run=["b"],
+                 data_timestamp="2026-07-01")
+    assert [(i.table, i.mode) for i in plan.instances] == [("a", "skip"), ("b", "dry_run"), ("c", "skip")]
 
 
 def _unnamed(tmp_path: Path, ledger: LedgerView | None = None) -> BackfillPlan:

@@ -95,8 +95,14 @@ class BackfillPlan:
         return tuple(i for i in self.instances if i.action != "done")
 
 
-def _selected(selection: object, table: str) -> bool:
-    return selection == "all" or (isinstance(selection, tuple) and table in selection)
+def _mode(skip: object, dry_run: object, table: str) -> Mode:
+    """A table named in skip or dry_run wins over the other's `all` (validate refuses a table named in
+    both, and both `all`)."""
+    if isinstance(skip, tuple) and table in skip:
+        return "skip"
+    if isinstance(dry_run, tuple) and table in dry_run:
+        return "dry_run"
+    return "skip" if skip == "all" else "dry_run" if dry_run == "all" else "run"
 
 
 def default_name(spec: Backfill, ledger: LedgerView, today: date, project: Project | None = None) -> str:
@@ -228,7 +234,7 @@ def plan_backfill(
     # tables in dependency order, dates ascending: what an instance reads is decided before it
     for tname in order:
         table = project.tables[tname]
-        mode: Mode = "skip" if _selected(spec.skip, tname) else "dry_run" if _selected(spec.dry_run, tname) else "run"
+        mode = _mode(spec.skip, spec.dry_run, tname)
         fields = chosen_fields.get(tname)
         for ts in stamps[tname]:
             ds = ds_text(ts, table.hourly)

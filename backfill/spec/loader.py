@@ -237,19 +237,17 @@ def _unknown_table(name: str, tables: dict[str, Table]) -> str:
 
 
 def _skipped_and_dry_run(doc: Any, skip: Any, dry_run: Any) -> list[Any]:
-    """A table both skipped and dry-run: the two ask opposite outcomes (paused, a failure, or
-    succeeded at once), so the spec has to pick one."""
-    if skip == "none" or dry_run == "none":
-        return []
+    """A table named in both skip and dry_run, or both `all`: the two ask opposite outcomes (paused,
+    a failure, or succeeded at once), so the spec has to pick one. A table named in one list wins
+    over `all` in the other (`dry_run: all` with `skip: [c]`: everything dry-runs but c)."""
     fix = ("it cannot be both skipped (ends paused, blocks downstream) and dry-run (succeeds without "
            "running); remove it from skip or from dry_run")
     if skip == "all" and dry_run == "all":
         return [doc.error(("dry_run",), f"every table is in skip and in dry_run: {fix}")]
-    if isinstance(dry_run, list):
-        return [doc.error(("dry_run", i), f"table '{name}' is in skip and in dry_run: {fix}")
-                for i, name in enumerate(dry_run) if skip == "all" or name in skip]
-    return [doc.error(("skip", i), f"table '{name}' is in skip and in dry_run: {fix}")
-            for i, name in enumerate(skip)]
+    if not isinstance(skip, list) or not isinstance(dry_run, list):
+        return []
+    return [doc.error(("dry_run", i), f"table '{name}' is in skip and in dry_run: {fix}")
+            for i, name in enumerate(dry_run) if name in skip]
 
 
 def _selection(raw: Any) -> Selection:
