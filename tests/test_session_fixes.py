@@ -139,3 +139,36 @@ def test_validate_refuses_a_read_that_a_link_inside_a_source_folder_leads_out(tm
     (root / "data" / "orders.csv").unlink()
     shutil.copy(secret, root / "data" / "orders.csv")
     assert cli(root, "validate").exit_code == 0
+
+
+def test_a_saved_plan_refused_on_a_first_apply_leaves_no_ledger_and_no_warehouse(
+        tutorial: Path, prefect_api: str, tmp_path: Path) -> None:
+    def files() -> list[str]:
+        return sorted(p.relative_to(tutorial).as_posix() for p in tutorial.rglob("*"))
+
+    spec = tutorial / "backfills" / "logical_tables.yaml"
+    made = tmp_path / "made.json"
+    assert cli(tutorial, "plan", "--out", str(made)).exit_code == 0
+    elsewhere = json.loads(made.read_text())
+    elsewhere["state_fingerprint"] = "0" * 16  # made against a ledger since deleted
+    (tmp_path / "gone.json").write_text(json.dumps(elsewhere))
+    before = files()
+    assert ".backfill" not in before
+    spec.write_text(spec.read_text().replace("groups: 3", "groups: 2"))
+    changed = files()
+    refused = cli(tutorial, "apply", "--yes", str(made))
+    assert refused.exit_code == 1, refused.output
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: {made}: the specs changed since this plan was made; run `backfill plan --out` again")
+    assert files() == changed  # no .backfill: no ledger, no warehouse, no Prefect home
+
+    spec.write_text(spec.read_text().replace("groups: 2", "groups: 3"))
+    gone = cli(tutorial, "apply", "--yes", str(tmp_path / "gone.json"))
+    assert gone.exit_code == 1, gone.output
+    assert gone.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'gone.json'}: this plan was made against a ledger that is not there any more; "
+        "run `backfill plan --out` again")
+    assert files() == before
+    applied = cli(tutorial, "apply", "--yes", str(made))
+    assert applied.exit_code == 0, applied.output
+    assert (tutorial / ".backfill" / "state.db").exists()

@@ -36,7 +36,7 @@ from .executor import Executor
 from .lock import hold_lock
 from .records import ApplyRecords
 from .reporting import close_reporter, discard_prefect, start_reporter
-from .savedplan import check_saved_plan, saved_plan_keys
+from .savedplan import check_saved_plan, check_saved_plan_first, saved_plan_keys
 from .signals import STOP, Stopped, run_in_thread, stop_on_signals
 
 if TYPE_CHECKING:
@@ -156,7 +156,9 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
     try:
         project = load_project(root)
         first: Validated | None = None
-        if plan_file is None and not ledger_exists(project):
+        if plan_file is not None:
+            check_saved_plan_first(root, plan_file, project, today)
+        elif not ledger_exists(project):
             # a first apply of specs that do not validate creates no ledger and no warehouse; against
             # the empty ledger it creates, this is already the plan
             first = validate_project(root, today=today, only=list(selectors) or None)

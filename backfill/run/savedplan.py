@@ -3,13 +3,33 @@ the specs and the ledger are what it was made from."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from ..errors import UserError
-from ..plan.workspace import PlanResult, load_plan_file, specs_fingerprint
+from ..plan.workspace import PlanResult, build_plans, ledger_exists, load_plan_file, specs_fingerprint
+from ..spec.model import Project
 from ..state.ledger import Ledger
 
-__all__ = ["check_saved_plan", "saved_plan_keys"]
+__all__ = ["check_saved_plan", "check_saved_plan_first", "saved_plan_keys"]
+
+
+def check_saved_plan_first(root: Path, plan_file: Path, project: Project, today: date | None) -> None:
+    """Before an apply creates anything: where no ledger exists yet, every check of the saved plan
+    (specs, state, what it plans), so a refused plan leaves no ledger and no warehouse behind."""
+    keys = saved_plan_keys(root, plan_file)
+    if ledger_exists(project):
+        return  # checked under the lock, against the ledger (check_saved_plan)
+    doc = load_plan_file(plan_file)
+    if doc.get("state_fingerprint") != "empty":
+        raise UserError(f"{plan_file}: this plan was made against a ledger that is not there any more; "
+                        "run `backfill plan --out` again")
+    if doc.get("plan_id") != build_plans(root, keys or None, today=today, with_state=False).plan_id:
+        raise UserError(_NO_MATCH.format(plan_file))
+
+
+_LEDGER_CHANGED = "{}: the ledger changed since this plan was made (another apply ran); run `backfill plan --out` again"
+_NO_MATCH = "{}: this plan no longer matches what the specs plan to; make a new one"
 
 
 def saved_plan_keys(root: Path, plan_file: Path) -> list[str]:
@@ -30,10 +50,9 @@ def check_saved_plan(root: Path, plan_file: Path, ledger: Ledger, result: PlanRe
     if made_on == "empty":  # saved before the ledger existed: apply has just created it, empty
         made_on = Ledger.empty_state_fingerprint()
     if made_on != ledger.fingerprint_of_state():
-        raise UserError(f"{plan_file}: the ledger changed since this plan was made (another apply ran); "
-                        "run `backfill plan --out` again")
+        raise UserError(_LEDGER_CHANGED.format(plan_file))
     if doc.get("plan_id") != result.plan_id:
-        raise UserError(f"{plan_file}: this plan no longer matches what the specs plan to; make a new one")
+        raise UserError(_NO_MATCH.format(plan_file))
     if not ledger.consume_plan(str(doc["plan_id"])):
         raise UserError(f"{plan_file}: this plan was already applied; a saved plan can be applied once")
     return [b["name"] for b in doc.get("backfills", [])]
