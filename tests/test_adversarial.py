@@ -477,7 +477,8 @@ def test_a_backfill_too_large_to_plan_is_one_error_within_seconds(runner: CliRun
                                                                            "granularity: hour")
     root = project(tmp_path / "b", {"backfills/july.yaml": many, "tables/dws_customer.yaml": hourly})
     code, errors = errors_of(runner, root)
-    assert (code, errors) == (1, ["error: backfills/july.yaml:1:1: backfill july would plan 237,450 instances "
+    assert (code, errors) == (1, ["error: backfills/july.yaml:7:17: data_timestamp: backfill july would plan 237,450 "
+                                  "instances "
                                   "(2 table(s)); one backfill plans at most 200,000: narrow data_timestamp or split "
                                   "it into several backfills"])
 

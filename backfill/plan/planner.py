@@ -217,7 +217,8 @@ def plan_backfill(
         raise SpecErrors([SpecError(
             f"backfill {spec.key} would plan {total:,} instances ({len(order)} table(s)); one backfill plans at most "
             f"{MAX_INSTANCES:,}: narrow data_timestamp or split it into several backfills",
-            file=spec.spec_file, line=1, col=1)])
+            file=spec.spec_file, line=spec.data_timestamp_at[0], col=spec.data_timestamp_at[1],
+            key_path=("data_timestamp",))])
     stamps: dict[str, list[datetime]] = {t: expand_timestamps(intervals, project.tables[t].hourly) for t in order}
     days = sorted({ts.date() for ts_list in stamps.values() for ts in ts_list},
                   reverse=spec.order == "descending")

@@ -225,6 +225,7 @@ class _Loader:
             order=v.get("order", "ascending"), skip=_selection(v.get("skip", "none")),
             dry_run=_selection(v.get("dry_run", "none")), params=v.get("params") or {},
             retries=_retries(v.get("retries")),
+            data_timestamp_at=doc.where(("data_timestamp",)) if "data_timestamp" in v else doc.where(()),
         )
 
 

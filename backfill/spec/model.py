@@ -146,6 +146,7 @@ class Backfill:
     dry_run: Selection = "none"
     params: Mapping[str, Any] = field(default_factory=dict)
     retries: Retries | None = None
+    data_timestamp_at: tuple[int, int] = field(default=(1, 1), compare=False)  # line, col in the spec file
 
 
 @dataclass(frozen=True)
