@@ -142,7 +142,7 @@ def test_renderer_answers_sql_or_one_failure(source: str) -> None:
 
 
 def compiled_error_line(table: Table, exc: TemplateFailure) -> str:
-    from backfill.sql.compiler import _template_error
+    from backfill.sql.located import template_error as _template_error
 
     return _template_error(table, exc, "2026-07-01").one_line()
 

@@ -172,3 +172,30 @@ def test_a_saved_plan_refused_on_a_first_apply_leaves_no_ledger_and_no_warehouse
     applied = cli(tutorial, "apply", "--yes", str(made))
     assert applied.exit_code == 0, applied.output
     assert (tutorial / ".backfill" / "state.db").exists()
+
+
+@pytest.mark.parametrize(("call", "written"), [
+    ("dynamic_identifier(o.customer_id)", "IDENTIFIER"),  # sqlglot knows the node; it writes another name
+    ("a_i_forecast(o.amount)", "FORECAST"),
+])
+def test_the_sql_written_out_for_another_dialect_is_checked_again(tmp_path: Path, call: str, written: str) -> None:
+    from test_adversarial import FCT, project
+
+    pg_engine = ("name: shop\ndialect: duckdb\nengine: {type: postgres, url_env: WAREHOUSE_URL}\n"
+                 "state: .backfill/state.db\nparams: {source_dir: data, region: north}\n")
+    root = project(tmp_path, {"project.yaml": pg_engine, "sql/fct_order.sql": FCT.format(call)})
+    before = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+    result = cli(root, "validate")
+    assert result.exit_code == 1, result.output
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert errors == [
+        f"error: sql/fct_order.sql:1:1: the SQL written out for postgres is refused: function '{written.lower()}' "
+        "is not allowed in templates (it is not on the postgres allow-list); if it is harmless, add it to "
+        "allow_functions in project.yaml (table fct_order, 2026-07-01)"], result.stderr
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == before
+
+    # what the translation spells differently but harmlessly passes: strftime is written out as TO_CHAR
+    ok = project(tmp_path / "ok", {"project.yaml": pg_engine,
+                                   "sql/fct_order.sql": FCT.format("strftime(DATE '{{ ds }}', '%Y')")})
+    validated = cli(ok, "validate")
+    assert validated.exit_code == 0, validated.output

@@ -18,14 +18,15 @@ from typing import Any
 
 import sqlglot
 
-from ..errors import SpecError, snippet
+from ..errors import SpecError
 from ..spec.model import Project, Table
 from .fields import field_signatures, linked_fields, prune_projection
 from .functions import source_path_problem
+from .located import sql_error, template_error
 from .readsets import ReadSet, ShapeReads
 from .sandbox import RenderingTime
 from .sourcepaths import escaping_path
-from .sqlcheck import ShapeCheck, SqlProblem, check_sql, partition_type
+from .sqlcheck import ShapeCheck, check_sql, partition_type
 from .templates import (
     CompiledTemplate,
     RenderContext,
@@ -35,6 +36,7 @@ from .templates import (
     quote_literal,
     strip_marks,
 )
+from .writtenout import WrittenOutRefused, check_written_out
 
 __all__ = ["CompiledSql", "ProjectCompiler", "ReadSet", "fingerprint"]
 
@@ -88,7 +90,7 @@ class ProjectCompiler:
         self.templates: dict[str, CompiledTemplate] = {}
         self._checks: dict[tuple[str, str], ShapeCheck] = {}
         self._escaping: dict[str, str | None] = {}  # source path -> why it leads out of the source folders
-        self._transforms: dict[tuple[str, str, tuple[str, ...]], _Transform | None] = {}
+        self._transforms: dict[tuple[str, str, tuple[str, ...]], _Transform | WrittenOutRefused | None] = {}
         self._signatures: dict[tuple[str, str], dict[str, Any]] = {}
         self._signatures_of: dict[str, str] = {}  # table -> write signature
         self._reads: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
@@ -98,7 +100,7 @@ class ProjectCompiler:
             try:
                 self.templates[name] = CompiledTemplate(table, self.physical, self.source_ref, project.dialect)
             except TemplateFailure as exc:
-                self.errors.append(_template_error(table, exc, None))
+                self.errors.append(template_error(table, exc, None))
 
     @property
     def engine_dialect(self) -> str:
@@ -156,12 +158,15 @@ class ProjectCompiler:
         try:
             rendered = self.render(table, ts, params)
         except TemplateFailure as exc:
-            return [_template_error(self.project.tables.get(exc.culprit or "", table), exc, ds)]
+            return [template_error(self.project.tables.get(exc.culprit or "", table), exc, ds)]
         check = self.check(table, rendered)
         if check.problems:
-            return [_sql_error(table, p, rendered.sql, ds) for p in check.problems]
-        sql = rendered.sql if self.project.dialect == self.target_dialect(table) else \
-            self.transformed(table, rendered, check, ())
+            return [sql_error(table, p, rendered.sql, ds) for p in check.problems]
+        try:
+            sql = rendered.sql if self.project.dialect == self.target_dialect(table) else \
+                self.transformed(table, rendered, check, ())
+        except WrittenOutRefused as refused:
+            return [sql_error(table, refused.problem, rendered.sql, ds)]
         key = (check.reads, rendered.refs)
         reads = self._reads.get(key)
         if reads is None:
@@ -199,8 +204,13 @@ class ProjectCompiler:
         key = (table.name, rendered.shape, keep)
         dialect = self.target_dialect(table)
         if key not in self._transforms:
-            self._transforms[key] = self._make_transform(rendered, keep, dialect)
+            try:
+                self._transforms[key] = self._make_transform(rendered, keep, dialect)
+            except WrittenOutRefused as refused:  # once per shape, not once per instance
+                self._transforms[key] = refused
         transform = self._transforms[key]
+        if isinstance(transform, WrittenOutRefused):
+            raise transform
         if transform is None:
             return self._transform_text(rendered.sql, keep, dialect)
         return transform.fill(mark_values(rendered.marked))
@@ -209,7 +219,9 @@ class ProjectCompiler:
         tree = sqlglot.parse_one(sql, read=self.project.dialect)
         if keep:
             tree = prune_projection(tree, keep)
-        return tree.sql(dialect=dialect)
+        out = tree.sql(dialect=dialect)
+        check_written_out(out, dialect, self.project.allow_functions, self.project.sources, self._escapes)
+        return out
 
     def _make_transform(self, rendered: Rendered, keep: tuple[str, ...], dialect: str) -> _Transform | None:
         values = mark_values(rendered.marked)
@@ -252,42 +264,3 @@ class ProjectCompiler:
         linked = tuple(linked_fields(self.signatures(table, rendered, check), chosen, table.primary_key))
         keep = tuple(f for f in table.field_names if f in table.primary_key or f in chosen or f in linked)
         return self.transformed(table, rendered, check, keep), linked
-
-
-def _locate(source: str, token: str, near_line: int) -> tuple[int, int]:
-    """Where `token` stands in the template, nearest to the rendered line it was found on."""
-    if not token:
-        return near_line, 1
-    best: tuple[int, int, int] | None = None
-    before = r"(?<![A-Za-z0-9_])" if re.match(r"\w", token) else ""  # whole words; punctuation as is
-    after = r"(?![A-Za-z0-9_])" if re.search(r"\w$", token) else ""
-    pattern = re.compile(before + re.escape(token) + after, re.I)
-    for n, line in enumerate(source.splitlines(), start=1):
-        for m in pattern.finditer(line):
-            cand = (abs(n - near_line), n, m.start() + 1)
-            if best is None or cand < best:
-                best = cand
-    return (best[1], best[2]) if best else (near_line, 1)
-
-
-def _template_error(table: Table, exc: TemplateFailure, ds: str | None) -> SpecError:
-    t = table.template
-    message = f"{exc.message} (table {table.name}" + (f", {ds})" if ds else ")")
-    return SpecError(message, file=t.file, line=exc.line + t.line_offset,
-                     col=exc.col + t.col_offset, table=table.name, ds=ds,
-                     detail=snippet(t.source, exc.line, exc.col))
-
-
-def _sql_error(table: Table, problem: SqlProblem, rendered_sql: str, ds: str | None) -> SpecError:
-    t = table.template
-    line, col = _locate(t.source, problem.token, problem.line)
-    if not problem.token:
-        line, col = min(problem.line, max(1, t.source.count("\n") + 1)), problem.col
-    # the template line the location names, then the rendered SQL where sqlglot saw the problem
-    detail = snippet(t.source, line, col)
-    rendered_line = snippet(rendered_sql, problem.line, problem.col)
-    if (problem.line, problem.col) != (1, 1) and rendered_line != detail:
-        detail += "\n  rendered:\n" + rendered_line
-    message = f"{problem.message} (table {table.name}" + (f", {ds})" if ds else ")")
-    return SpecError(message, file=t.file, line=line + t.line_offset, col=col + t.col_offset,
-                     table=table.name, ds=ds, detail=detail)
