@@ -199,3 +199,62 @@ def test_the_sql_written_out_for_another_dialect_is_checked_again(tmp_path: Path
                                    "sql/fct_order.sql": FCT.format("strftime(DATE '{{ ds }}', '%Y')")})
     validated = cli(ok, "validate")
     assert validated.exit_code == 0, validated.output
+
+
+RANGE_SRC = """name: src
+kind: integration
+granularity: day
+partition: ds
+primary_key: [k]
+fields:
+  - {{name: k, type: BIGINT}}
+  - {{name: v, type: BIGINT}}
+  - {{name: loaded_for, type: VARCHAR}}
+batch_size: 3
+sql_inline: |
+  SELECT k, v, {loaded_for} AS loaded_for, day AS ds
+  FROM read_csv({{{{ source('data/src.csv') }}}}, header = true, auto_detect = false,
+                columns = {{'day': 'DATE', 'k': 'BIGINT', 'v': 'BIGINT'}})
+  WHERE day BETWEEN DATE '{{{{ start_ds }}}}' AND DATE '{{{{ end_ds }}}}'
+"""
+
+
+@pytest.mark.parametrize(("loaded_for", "at", "what"), [
+    ("'{{ ds }}'", "12:20", "`ds`"),
+    ("'{{ ds_add(ds, -1) }}'", "12:27", "`ds`"),
+    ("'{{ bizdate }}'", "12:20", "`bizdate`"),
+    ("'${yyyymmdd}'", "12:17", "the scheduling parameter ${yyyymmdd}"),
+])
+def test_a_range_template_may_not_use_a_per_partition_date(tmp_path: Path, prefect_api: str,
+                                                            loaded_for: str, at: str, what: str) -> None:
+    root = tmp_path / "p"
+    for sub in ("tables", "backfills", "data"):
+        (root / sub).mkdir(parents=True)
+    (root / "project.yaml").write_text("name: r\ndialect: duckdb\nengine: {type: duckdb, path: .backfill/w.duckdb}\n"
+                                       "state: .backfill/state.db\n")
+    (root / "data" / "src.csv").write_text("day,k,v\n2026-07-01,1,10\n2026-07-02,1,20\n2026-07-03,1,30\n")
+    (root / "backfills" / "b.yaml").write_text("name: b\ntargets: [{table: src}]\n"
+                                               "data_timestamp: {start: 2026-07-01, end: 2026-07-03}\n")
+    (root / "tables" / "src.yaml").write_text(RANGE_SRC.format(loaded_for=loaded_for))
+    for command in ("validate", "apply"):
+        result = cli(root, command, *(["--yes"] if command == "apply" else []))
+        assert result.exit_code == 1, result.output
+        assert [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")] == [
+            f"error: tables/src.yaml:{at}: a range template (it uses start_ds/end_ds) writes a whole batch in one "
+            f"statement, where {what} would be the batch's first date for every partition; use start_ds and end_ds "
+            "(or start_ts and end_ts) only (table src)"], result.stderr
+    assert not (root / ".backfill").exists()
+
+    # the batch's own bounds are fine, and each partition holds its own rows
+    (root / "tables" / "src.yaml").write_text(RANGE_SRC.format(loaded_for="CAST(day AS VARCHAR)"))
+    applied = cli(root, "apply", "--yes")
+    assert applied.exit_code == 0, applied.output
+    import duckdb
+
+    con = duckdb.connect(str(root / ".backfill" / "w.duckdb"), read_only=True)
+    try:
+        rows = con.execute("SELECT CAST(ds AS VARCHAR), loaded_for, v FROM src ORDER BY ds").fetchall()
+    finally:
+        con.close()
+    assert rows == [("2026-07-01", "2026-07-01", 10), ("2026-07-02", "2026-07-02", 20),
+                    ("2026-07-03", "2026-07-03", 30)]

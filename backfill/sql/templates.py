@@ -32,6 +32,7 @@ from .quoting import (
     strip_marks,
     text_in_quotes,
 )
+from .rangecheck import per_partition_in_range
 from .sandbox import ENV, LIMIT_PREFIX, QUOTED_PARAM, TemplateFailure, column_of, describe, sched_jinja, template_line
 
 __all__ = [
@@ -126,6 +127,9 @@ class CompiledTemplate:
             self._linear = is_date_linear(parsed)
             # a range template selects a batch of partitions at once: it names the batch's bounds
             self.ranged = bool(jinja2.meta.find_undeclared_variables(parsed) & RANGE_VARIABLES)
+            per_partition = per_partition_in_range(ENV, src, parsed) if self.ranged else None
+            if per_partition is not None:
+                raise TemplateFailure(*per_partition)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateFailure(f"template syntax: {exc.message}", exc.lineno, 1) from None
         self._fast: dict[int, _FastPath] = {}
