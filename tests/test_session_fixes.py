@@ -258,3 +258,52 @@ def test_a_range_template_may_not_use_a_per_partition_date(tmp_path: Path, prefe
         con.close()
     assert rows == [("2026-07-01", "2026-07-01", 10), ("2026-07-02", "2026-07-02", 20),
                     ("2026-07-03", "2026-07-03", 30)]
+
+
+def _window_project(root: Path) -> Path:
+    """src (a day of a CSV) -> win (a 3-day trailing sum of src), one backfill b1 over 5 days."""
+    for sub in ("tables", "backfills", "data"):
+        (root / sub).mkdir(parents=True)
+    (root / "project.yaml").write_text("name: w\ndialect: duckdb\nengine: {type: duckdb, path: .backfill/w.duckdb}\n"
+                                       "state: .backfill/state.db\nmax_parallel: 4\n")
+    (root / "data" / "src.csv").write_text("day,k,v\n" + "".join(f"2026-07-0{d},1,{d}\n" for d in range(1, 6)))
+    table = ("name: {name}\nkind: {kind}\ngranularity: day\npartition: ds\nprimary_key: [k]\nfields:\n"
+             "  - {{name: k, type: BIGINT}}\n  - {{name: v, type: BIGINT}}\nsql_inline: |\n  {sql}\n")
+    (root / "tables" / "src.yaml").write_text(table.format(name="src", kind="integration", sql=(
+        "SELECT k, v FROM read_csv({{ source('data/src.csv') }}, header = true, auto_detect = false, "
+        "columns = {'day': 'DATE', 'k': 'BIGINT', 'v': 'BIGINT'}) WHERE day = DATE '{{ ds }}'")))
+    (root / "tables" / "win.yaml").write_text(table.format(name="win", kind="aggregate", sql=(
+        "SELECT k, SUM(v) AS v FROM {{ ref('src') }} WHERE ds BETWEEN DATE '{{ ds_add(ds, -2) }}' "
+        "AND DATE '{{ ds }}' GROUP BY k")))
+    (root / "backfills" / "b1.yaml").write_text("name: b1\ntargets: [{table: src}]\nscope: downstream\n"
+                                                "data_timestamp: {start: 2026-07-01, end: 2026-07-05}\n")
+    return root
+
+
+def test_rerun_downstream_follows_reads_recorded_by_a_later_apply(tmp_path: Path, prefect_api: str) -> None:
+    import duckdb
+
+    root = _window_project(tmp_path / "p")
+    assert cli(root, "apply", "--yes").exit_code == 0
+    win = root / "tables" / "win.yaml"  # a template edit: the next apply records win again, src is done
+    win.write_text(win.read_text().replace("SUM(v) AS v", "SUM(v) + 0 AS v"))
+    assert cli(root, "apply", "--yes").exit_code == 0
+    csv = root / "data" / "src.csv"
+    csv.write_text(csv.read_text().replace("2026-07-03,1,3\n", "2026-07-03,1,300\n"))
+    rerun = cli(root, "rerun", "b1", "--instance", "b1/src/2026-07-03", "--downstream")
+    assert rerun.exit_code == 0, rerun.output
+    assert rerun.stdout.splitlines()[0] == "rerunning 4 instance(s) of b1"  # src 07-03, win 07-03..07-05
+    con = duckdb.connect(str(root / ".backfill" / "w.duckdb"), read_only=True)
+    try:
+        got = dict(con.execute("SELECT CAST(ds AS VARCHAR), v FROM win").fetchall())
+    finally:
+        con.close()
+    source = {1: 1, 2: 2, 3: 300, 4: 4, 5: 5}  # the oracle: the CSV as it is now
+    assert got == {f"2026-07-0{d}": sum(source.get(d - i, 0) for i in range(3)) for d in range(1, 6)}
+    # the readers waited for the partition they read: their upstream now names it
+    con2 = sqlite3.connect(root / ".backfill" / "state.db")
+    try:
+        ups = dict(con2.execute("SELECT id, upstream FROM bf_instances WHERE table_name = 'win'").fetchall())
+    finally:
+        con2.close()
+    assert all("b1/src/2026-07-03" in ups[f"b1/win/2026-07-0{d}"] for d in (3, 4, 5)), ups

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from ..sql.readsets import ReadSet
+from ..sql.readsets import ReadSet, read_set_of
 
-__all__ = ["WriteIndex", "WrittenTimes", "chain_note", "in_ranges", "oldest_write", "partition_cycle",
+__all__ = ["WriteIndex", "upstream_among", "WrittenTimes", "chain_note", "in_ranges", "oldest_write", "partition_cycle",
            "rewritten_after", "stale_by_reads"]
 
 
@@ -79,6 +80,21 @@ def upstream_ids(own_id: str, reads: ReadSet, index: WriteIndex) -> list[str]:
             out.extend(index.writers(table, ranges))
         out.sort()
     return [i for i in out if i != own_id] if own_id in out else list(out)
+
+
+def upstream_among(rows: Sequence[Any]) -> dict[str, list[str]]:
+    """Recorded instances (id, table, ds, upstream, reads) -> the ones among `rows` each depends on:
+    its recorded upstream (the instances of the apply that recorded it) and every one of `rows` that
+    writes a partition its recorded read set names (a later apply may have recorded the writer)."""
+    index = WriteIndex((r.id, r.table, r.ds) for r in rows)
+    ids = {r.id for r in rows}
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        ups = [u for u in r.upstream if u in ids]
+        if r.reads:
+            ups += upstream_ids(r.id, read_set_of(r.reads), index)
+        out[r.id] = sorted(set(ups))
+    return out
 
 
 def partition_cycle(ids: Sequence[str], upstream: Mapping[str, Sequence[str]]) -> list[str] | None:

@@ -274,6 +274,7 @@ def run_again(root: Path, name: str, ids: Sequence[str], lock_timeout: float = 0
                 records = ApplyRecords(ledger)
                 try:
                     records.reset(ids)
+                    records.relink(ids)
                     spec = project.backfill_by_name(name)
                     retries = (spec.retries if spec and spec.retries else project.retries)
                     engine = open_engine(project)

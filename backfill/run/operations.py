@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from ..errors import UserError
+from ..plan.lineage import upstream_among
 from ..state.ledger import FINISHED, InstanceRow, Ledger
 
 __all__ = ["rollup", "resolve", "empty_backfill", "downstream_ids", "released", "nothing_to_resume",
@@ -63,11 +64,12 @@ def scheduled_for(ledger: Ledger, name: str, now: float | None = None) -> str | 
 
 
 def downstream_ids(rows: list[InstanceRow], start: Iterable[str]) -> list[str]:
-    """`start` plus every instance of the same backfill depending on them, transitively."""
+    """`start` plus every instance of the same backfill depending on them, transitively: by recorded
+    upstream and by recorded read sets (a reader recorded by a later apply names no upstream of it)."""
     children: dict[str, list[str]] = {}
-    for r in rows:
-        for up in r.upstream:
-            children.setdefault(up, []).append(r.id)
+    for iid, ups in upstream_among(rows).items():
+        for up in ups:
+            children.setdefault(up, []).append(iid)
     seen = list(dict.fromkeys(start))
     i = 0
     while i < len(seen):

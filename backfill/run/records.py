@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from ..plan.lineage import upstream_among
 from ..plan.planner import BackfillPlan, PlannedInstance
 from ..spec.model import Project
 from ..sql.readsets import read_set_json
@@ -114,6 +115,14 @@ class ApplyRecords:
         """Make recorded instances runnable again (rerun, resume)."""
         self.ledger.set_flags(list(ids), status="pending", error=None, rows=None, started_at=None, ended_at=None,
                               held=False, kill_requested=False, attempts=0, claimed_by=None, lease_until=None)
+
+    def relink(self, ids: Sequence[str]) -> None:
+        """Before a rerun: each instance also waits for the instances of the rerun that write what it
+        read (its recorded upstream names only the instances of the apply that recorded it)."""
+        rows = self.ledger.instances(ids=list(ids))
+        found = upstream_among(rows)
+        self.ledger.apply_updates([{"id": r.id, "values": {"upstream": json.dumps(sorted({*r.upstream, *found[r.id]}))}}
+                                   for r in rows if not set(found[r.id]) <= set(r.upstream)])
 
     def kill_unfinished(self, ids: Sequence[str], reason: str) -> list[str]:
         """Instances among `ids` still `pending` or `waiting` end `killed` with `reason` (the command was
