@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import sqlite3
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from steering import cli
+from steering import cli, statuses
 from test_contract_fixes import _project
 
 
@@ -28,13 +29,15 @@ def _held_by(p: Path, proc: subprocess.Popen[bytes]) -> None:
     ("rerun", "bf", "--instance", "bf/a/2026-01-01"),
     ("rerun", "bf", "--instance", "bf/a/2026-01-01", "--json"),
     ("resume", "bf/b/2026-01-01"),
+    ("set-success", "bf/b/2026-01-01", "--resume"),
 ])
-def test_an_operation_refused_by_the_lock_does_not_announce_a_run(tmp_path: Path, prefect_api: str,
+def test_an_operation_refused_by_the_lock_announces_nothing_and_changes_nothing(tmp_path: Path, prefect_api: str,
                                                                    command: tuple[str, ...]) -> None:
     p = _project(tmp_path / "p", "name: bf\ntargets: [{table: a}]\nscope: downstream\n"
                                  "data_timestamp: [2026-01-01]\nskip: [b]\n")
     applied = cli(p, "apply", "--yes")
     assert applied.exit_code == 1, applied.output  # b skipped (paused), c blocked
+    before = _instances(p)
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         _held_by(p, holder)
@@ -47,6 +50,7 @@ def test_an_operation_refused_by_the_lock_does_not_announce_a_run(tmp_path: Path
     assert "rerunning" not in refused.output and "resuming" not in refused.output
     assert refused.stderr.strip().splitlines()[-1].startswith(
         f"error: another apply holds the ledger lock: pid {holder.pid}")
+    assert _instances(p) == before  # statuses, modes, held flags, errors: as they were
 
     # with the lock free, the same command says it runs, and does
     con = sqlite3.connect(p / ".backfill" / "state.db")
@@ -61,9 +65,24 @@ def test_an_operation_refused_by_the_lock_does_not_announce_a_run(tmp_path: Path
         first, second = again.stdout.splitlines()[:2]
         assert first == "rerunning 1 instance(s) of bf"
         assert second.startswith("backfill bf: 1 success; 1 row(s) in "), again.stdout
-    else:
+    elif command[0] == "resume":
         assert again.stdout.splitlines()[0] == "resuming 2 instance(s) of bf"
         assert "2 success" in again.stdout
+    else:
+        assert again.stdout.splitlines()[0] == ("bf/b/2026-01-01: success (set by operator); running the 1 "
+                                                "instance(s) it was blocking")
+        assert "1 success" in again.stdout
+    if command[0] != "rerun":  # what was held or set runs, and what it blocked
+        assert {i: s for i, (s, *_) in _instances(p).items()} == {f"bf/{t}/2026-01-01": "success" for t in "abc"}
+
+
+def _instances(p: Path) -> dict[str, tuple[object, ...]]:
+    con = sqlite3.connect(p / ".backfill" / "state.db")
+    try:
+        rows = con.execute("SELECT id, status, mode, held, error, attempts FROM bf_instances").fetchall()
+    finally:
+        con.close()
+    return {r[0]: tuple(r[1:]) for r in rows}
 
 
 def test_kill_of_a_whole_backfill_during_apply_ends_every_unfinished_instance_killed(
@@ -307,3 +326,33 @@ def test_rerun_downstream_follows_reads_recorded_by_a_later_apply(tmp_path: Path
     finally:
         con2.close()
     assert all("b1/src/2026-07-03" in ups[f"b1/win/2026-07-0{d}"] for d in (3, 4, 5)), ups
+
+
+def test_a_rerun_that_breaks_a_dead_apply_lock_settles_what_that_apply_left_running(
+        tmp_path: Path, prefect_api: str) -> None:
+    import signal
+
+    from test_monitoring import BACKFILL, wait_for
+
+    slow = ("SELECT 1 AS id, 1 AS v{% if ds == '2026-01-02' %} WHERE (SELECT sum(hash(r.range)) "
+            "FROM range(20000000000) AS r) IS NOT NULL{% endif %}")
+    p = _project(tmp_path / "p", "name: bf\ntargets: [{table: a}]\n"
+                                 "data_timestamp: [2026-01-01, 2026-01-02]\n", a_sql=slow)
+    proc = subprocess.Popen([BACKFILL, "apply", "--yes", "--project", str(p)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(p, lambda s: s.get("bf/a/2026-01-02") == "running" and s.get("bf/a/2026-01-01") == "success",
+                 "bf/a/2026-01-02 running", proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert statuses(p)["bf/a/2026-01-02"] == "running"  # what the dead apply left
+    rerun = cli(p, "rerun", "bf", "--instance", "bf/a/2026-01-01")
+    assert rerun.exit_code == 0, rerun.output
+    assert f"note: broke the lock of pid {proc.pid}" in rerun.stderr and "recovering its instances" in rerun.stderr
+    assert statuses(p) == {"bf/a/2026-01-01": "success", "bf/a/2026-01-02": "pending"}  # its write never committed
+    why = cli(p, "why", "bf/a/2026-01-02")
+    assert "`backfill apply` runs it" in why.stdout, why.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +43,10 @@ def _report_run(report, as_json: bool) -> None:  # type: ignore[no-untyped-def]
         if not as_json:
             print(f"error: {len(report.failures)} instance(s) did not succeed", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _err(line: str) -> None:
+    typer.echo(line, err=True)
 
 
 def _say(as_json: bool, line: str) -> Callable[[], None]:
@@ -105,12 +110,15 @@ def register(app: typer.Typer) -> None:
                     resume: Annotated[bool, typer.Option("--resume", help="and run what it was blocking")] = False,
                     lock_timeout: LockOpt = 0.0, project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         from ..run.apply import run_again
+        from ..run.lock import hold_lock
 
-        with user_errors(as_json):
+        with user_errors(as_json), contextlib.ExitStack() as held:
             ops = _ops(project)
+            held.callback(ops.ledger.close)
+            if resume:  # it runs what it releases: a lock another apply holds refuses it before any change
+                held.enter_context(hold_lock(ops.ledger, f"set-success {instance}", lock_timeout, _err))
             done = ops.set_success(instance)
             if not resume:
-                ops.ledger.close()
                 if as_json:
                     emit_json({"ok": True, "instances": done})
                 else:
@@ -119,7 +127,6 @@ def register(app: typer.Typer) -> None:
                 return
             name, ids = ops.to_release(instance)
             runtime = ops.wait_for_schedule(name, ids) if ids else None
-            ops.ledger.close()
             if runtime is not None:  # a scheduled backfill: what it was blocking waits for its time
                 if as_json:
                     emit_json({"ok": True, "instances": done, "ran": [], "waiting": ids, "scheduled_for": runtime})
@@ -133,7 +140,7 @@ def register(app: typer.Typer) -> None:
                 else:
                     typer.echo(f"{instance}: success (set by operator); it was blocking nothing")
                 return
-            report = run_again(ops.root, name, ids, lock_timeout, say=lambda m: typer.echo(m, err=True),
+            report = run_again(ops.root, name, ids, lock_timeout, say=_err, lock_held=True,
                                announce=_say(as_json, f"{instance}: success (set by operator); running the "
                                                       f"{len(ids)} instance(s) it was blocking"))
         _report_run(report, as_json)
@@ -163,13 +170,16 @@ def register(app: typer.Typer) -> None:
     def resume(target: Annotated[str, typer.Argument(help="BACKFILL or BACKFILL/TABLE/DS")],
                lock_timeout: LockOpt = 0.0, project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         from ..run.apply import run_again
+        from ..run.lock import hold_lock
 
-        with user_errors(as_json):
+        with user_errors(as_json), contextlib.ExitStack() as held:
             ops = _ops(project)
+            held.callback(ops.ledger.close)
+            running = ops.apply_running()  # another apply's, asked before this command holds the lock
+            if ops.resumes_paused(target):  # it runs them: a lock another apply holds refuses it before any change
+                held.enter_context(hold_lock(ops.ledger, f"resume {target}", lock_timeout, _err))
             name, ids, cleared = ops.to_resume(target)
-            running = ops.apply_running()
             runtime = ops.wait_for_schedule(name, ids) if ids else None
-            ops.ledger.close()
             if runtime is not None:  # resuming releases a hold; a scheduled backfill still waits for its time
                 if as_json:
                     emit_json({"ok": True, "released": cleared, "ran": [], "waiting": ids, "scheduled_for": runtime,
@@ -185,7 +195,7 @@ def register(app: typer.Typer) -> None:
                     typer.echo(f"resumed {target}" + ("; the running apply starts it when reached" if running
                                                       else f": {cleared} instance(s) no longer held"))
                 return
-            report = run_again(ops.root, name, ids, lock_timeout, say=lambda m: typer.echo(m, err=True),
+            report = run_again(ops.root, name, ids, lock_timeout, say=_err, lock_held=True,
                                announce=_say(as_json, f"resuming {len(ids)} instance(s) of {name}"))
         _report_run(report, as_json)
 

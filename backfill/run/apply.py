@@ -7,6 +7,7 @@ as a Prefect flow, summarise). What a dead apply left behind is settled first.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -257,9 +258,10 @@ def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRe
 def run_again(root: Path, name: str, ids: Sequence[str], lock_timeout: float = 0.0,
               say: Callable[[str], None] = print,
               on_change: Callable[[str, str, str], None] | None = None,
-              announce: Callable[[], None] | None = None) -> BackfillReport:
-    """Reset recorded instances to `pending` and execute them with their recorded SQL (rerun, resume).
-    `announce` runs once the lock is held: nothing says "rerunning" for a rerun the lock refuses."""
+              announce: Callable[[], None] | None = None, lock_held: bool = False) -> BackfillReport:
+    """Reset recorded instances to `pending` and execute them with their recorded SQL (rerun, resume),
+    after settling what a dead apply left running. `announce` runs once the lock is held: nothing says
+    "rerunning" for a rerun the lock refuses. `lock_held`: the caller holds the lock already."""
     from ..spec.loader import load_project
     from .engines import open_engine
 
@@ -268,25 +270,25 @@ def run_again(root: Path, name: str, ids: Sequence[str], lock_timeout: float = 0
     next_step = f"run `backfill rerun {name} --failed` to run them again"
     with stop_on_signals("rerun", next_step) as signalled:
         try:
-            with hold_lock(ledger, f"rerun {name}", lock_timeout, say):
+            with contextlib.nullcontext() if lock_held else hold_lock(ledger, f"rerun {name}", lock_timeout, say):
                 if announce is not None:
                     announce()
                 records = ApplyRecords(ledger)
+                engine = open_engine(project)
                 try:
+                    records.recover(lambda: engine, ended_flow_runs)
                     records.reset(ids)
                     records.relink(ids)
                     spec = project.backfill_by_name(name)
                     retries = (spec.retries if spec and spec.retries else project.retries)
-                    engine = open_engine(project)
-                    try:
-                        report = run_instances(project, ledger, engine, name, ids, retries.count,
-                                               retries.delay_seconds, on_change)
-                    finally:
-                        engine.close()
+                    report = run_instances(project, ledger, engine, name, ids, retries.count,
+                                           retries.delay_seconds, on_change)
                     signalled.check(next_step)
                     return report
                 except Stopped:
                     records.kill_unfinished(ids, signalled.reason or "killed")
                     raise
+                finally:
+                    engine.close()
         finally:
             ledger.close()

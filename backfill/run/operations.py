@@ -181,6 +181,10 @@ class Operations:
             self.ledger.set_flags(todo, status="paused", error="paused by an operator; `backfill resume` runs it")
         return todo
 
+    def resumes_paused(self, target: str) -> bool:
+        """Whether resuming `target` runs something (a paused instance), not only clears held flags."""
+        return any(r.status == "paused" for r in resolve(self.ledger, target)[1])
+
     def to_resume(self, target: str) -> tuple[str, list[str], int]:
         """Release what is held: clear operator pauses and take skipped instances out of skip (skipping
         is holding). Returns (backfill, what must run now, how many held flags were cleared): the paused
