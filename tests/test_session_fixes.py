@@ -356,3 +356,37 @@ def test_a_rerun_that_breaks_a_dead_apply_lock_settles_what_that_apply_left_runn
     assert statuses(p) == {"bf/a/2026-01-01": "success", "bf/a/2026-01-02": "pending"}  # its write never committed
     why = cli(p, "why", "bf/a/2026-01-02")
     assert "`backfill apply` runs it" in why.stdout, why.output
+
+
+def test_a_reader_of_a_partition_whose_instance_failed_elsewhere_is_blocked_not_called_current(
+        tmp_path: Path, prefect_api: str) -> None:
+    bad_a = "SELECT 1 AS id, {% if ds == '2026-01-02' %}CAST('x' AS INTEGER){% else %}1{% endif %} AS v"
+    p = _project(tmp_path / "p", "name: bf\ntargets: [{table: a}]\ngroups: 2\n"
+                                 "data_timestamp: {start: 2026-01-01, end: 2026-01-02}\n", a_sql=bad_a)
+    (p / "backfills" / "bfb.yaml").write_text("name: bfb\ntargets: [{table: b}]\n"
+                                              "data_timestamp: {start: 2026-01-01, end: 2026-01-02}\n")
+    assert cli(p, "apply", "bf", "--yes").exit_code == 1  # a 2026-01-02 fails: no partition
+    planned = cli(p, "plan", "bfb")
+    assert planned.exit_code == 0, planned.output
+    assert ("warning: a 2026-01-02: not in the ledger; bf/a/2026-01-02 did not succeed, so its readers are "
+            "blocked until it does (read by bfb/b/2026-01-02)") in planned.output
+    applied = cli(p, "apply", "bfb", "--yes")
+    assert applied.exit_code == 1, applied.output
+    assert "blocked  bfb/b/2026-01-02: upstream bf/a/2026-01-02 failed" in applied.stdout
+    assert statuses(p)["bfb/b/2026-01-02"] == "blocked" and statuses(p)["bfb/b/2026-01-01"] == "success"
+    status = json.loads(cli(p, "status", "b", "--json").stdout)["tables"][0]["dates"]
+    assert status == {"2026-01-01": "current", "2026-01-02": "missing"}
+
+    # once a is fixed and written, the next apply runs the reader from it
+    spec = p / "tables" / "a.yaml"
+    spec.write_text(spec.read_text().replace("CAST('x' AS INTEGER)", "2"))
+    again = cli(p, "apply", "--yes")
+    assert again.exit_code == 0, again.output
+    import duckdb
+
+    con = duckdb.connect(str(p / ".backfill" / "warehouse.duckdb"), read_only=True)
+    try:
+        b = dict(con.execute("SELECT CAST(ds AS VARCHAR), v FROM b").fetchall())
+    finally:
+        con.close()
+    assert b == {"2026-01-01": 2, "2026-01-02": 3}  # a's v + 1, from a as it is now

@@ -21,7 +21,7 @@ from .dag import downstream_of
 from .lineage import WriteIndex
 from .planner import BackfillPlan, LedgerView
 
-__all__ = ["Missing", "check_readiness", "compact"]
+__all__ = ["Missing", "check_readiness", "compact", "failed_absent"]
 
 _LIMIT = 20_000  # partitions enumerated per read range at most (a window, not a decade)
 _DAY = timedelta(days=1)
@@ -32,9 +32,14 @@ class Missing:
     table: str
     ranges: tuple[str, ...]  # compact: "2026-06-18..2026-06-23"
     readers: tuple[str, ...]  # instance ids, sorted
+    failed: tuple[str, ...] = ()  # the recorded instances of these partitions that did not succeed
 
     def one_line(self) -> str:
         shown = ", ".join(self.readers[:3]) + (f" and {len(self.readers) - 3} more" if len(self.readers) > 3 else "")
+        if self.failed:
+            more = f" and {len(self.failed) - 1} more" if len(self.failed) > 1 else ""
+            return (f"warning: {self.table} {', '.join(self.ranges)}: not in the ledger; {self.failed[0]}{more} "
+                    f"did not succeed, so its readers are blocked until it does (read by {shown})")
         return (f"warning: {self.table} {', '.join(self.ranges)}: read but neither written by this plan nor "
                 f"present in the ledger (read by {shown}); those reads see no rows")
 
@@ -115,8 +120,16 @@ def check_readiness(project: Project, plans: Sequence[BackfillPlan], view: Ledge
         table = sorted(never)[0]
         plan, readers, dates = never[table]
         raise UserError(_never_built(project, plan, table, readers, dates, graph, plans))
-    return [Missing(t, compact(per, project.tables[t].hourly), tuple(sorted({r for rs in per.values() for r in rs})))
-            for t, per in sorted(missing.items())]
+    failed = failed_absent(view)
+    out: list[Missing] = []
+    for t, per in sorted(missing.items()):
+        bad = {ds: rs for ds, rs in per.items() if (t, ds) in failed}
+        for part, ids in ((bad, tuple(sorted(failed[(t, ds)] for ds in bad))),
+                          ({ds: rs for ds, rs in per.items() if ds not in bad}, ())):
+            if part:
+                out.append(Missing(t, compact(part, project.tables[t].hourly),
+                                   tuple(sorted({r for rs in part.values() for r in rs})), ids))
+    return out
 
 
 def _span(dates: set[str]) -> str:
@@ -151,3 +164,17 @@ def _never_built(project: Project, plan: BackfillPlan, table: str, readers: list
         fix = f"add {table} to the targets of a backfill"
     return (f"{plan.spec_file}: {reader} reads {table} {_span(dates)}, which was never built and this plan "
             f"does not build it; {fix}")
+
+
+def failed_absent(view: LedgerView) -> dict[tuple[str, str], str]:
+    """Partitions the ledger does not hold whose recorded instance ended badly (failed, killed, paused,
+    blocked): (table, ds) -> that instance (the first by id where several backfills wrote it)."""
+    out: dict[tuple[str, str], str] = {}
+    for iid in sorted(view.instances):
+        status = view.instances[iid][0]
+        if status not in ("failed", "killed", "paused", "blocked"):
+            continue
+        _, table, ds = iid.rsplit("/", 2)
+        if (table, ds) not in view.written and (table, ds) not in view.partitions:
+            out.setdefault((table, ds), iid)
+    return out

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from ..spec.model import Project
 from .across import stale_across_backfills
 from .explain import plan_to_json
 from .planner import BackfillPlan, LedgerView
-from .readiness import Missing, check_readiness
+from .readiness import Missing, check_readiness, failed_absent
 from .validate import Validated, validate_project
 
 __all__ = ["PlanResult", "build_plans", "ledger_exists", "ledger_url", "load_plan_file", "open_ledger",
@@ -93,6 +94,9 @@ class PlanResult:
     specs_fingerprint: str
     state_fingerprint: str  # "" when build_plans was not asked for it (`with_state`): never saved then
     missing: tuple[Missing, ...] = ()  # upstream partitions read but neither planned nor present
+    # (table, ds) -> the recorded instance that did not succeed, of partitions not in the ledger: their
+    # readers are blocked by that failure rather than computed from the missing partition (run/decide.py)
+    failed_absent: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def plan_id(self) -> str:
@@ -129,7 +133,8 @@ def build_plans(root: Path, only: list[str] | None = None, today: date | None = 
             ledger.close()
     plans = stale_across_backfills(validated.plans)
     missing = check_readiness(validated.project, plans, view, validated.graph)
-    return PlanResult(replace(validated, plans=plans), plans, specs_fingerprint(root), state, tuple(missing))
+    return PlanResult(replace(validated, plans=plans), plans, specs_fingerprint(root), state, tuple(missing),
+                      failed_absent(view))
 
 
 def load_plan_file(path: Path) -> dict[str, Any]:

@@ -235,7 +235,8 @@ def _apply_locked(project: Project, root: Path, ledger: Ledger, records: ApplyRe
         records.refresh_done(result.validated.project, result.plans)
         if not selectors and plan_file is None:
             report.deleted_specs = records.forget_deleted_specs(b.key for b in project.backfills.values())
-        decisions = decide(result.plans, result.validated.graph, records.pending_ids(), time.time())
+        decisions = decide(result.plans, result.validated.graph, records.pending_ids(), time.time(),
+                           result.failed_absent)
         # record every backfill's instances first: a `kill` or `pause` aimed at a backfill that has
         # not started yet in this apply lands on its recorded instances and is honoured when it starts
         for decision in decisions:

@@ -27,21 +27,28 @@ class Decision:
 
 
 def decide(plans: Sequence[BackfillPlan], graph: Mapping[str, Iterable[str]], pending: Set[str],
-           now: float) -> list[Decision]:
+           now: float, failed_absent: Mapping[tuple[str, str], str] | None = None) -> list[Decision]:
     """Every backfill in dependency order with the instances that must run: not done, or still
     pending from an apply that stopped before running them.
 
     Their `upstream` becomes the instances recorded by this apply (any backfill, group or date) that
-    write a partition they read; backfills whose instances read what another one writes come after it."""
+    write a partition they read, and the recorded instances that ended badly without writing a
+    partition they read (`failed_absent`, which this apply does not write): such a failure blocks its
+    readers, never lets them compute from the missing partition and be called current. Backfills whose
+    instances read what another one writes come after it."""
     todo = {plan.key: [p for p in plan.instances if p.action != "done" or p.id in pending] for plan in plans}
     index = WriteIndex((p.id, p.table, p.ds) for items in todo.values() for p in items)
     owner = {p.id: key for key, items in todo.items() for p in items}
     after: dict[str, set[str]] = {plan.key: set() for plan in plans}
+    failed = WriteIndex((iid, t, ds) for (t, ds), iid in (failed_absent or {}).items()
+                        if ds not in set(index.dates(t)))
     for key, items in todo.items():
         fixed = []
         for p in items:
             ups = tuple(upstream_ids(p.id, p.reads, index))
-            after[key].update(owner[u] for u in ups if owner[u] != key)
+            if failed.tables():
+                ups = (*ups, *(u for u in upstream_ids(p.id, p.reads, failed) if u not in ups))
+            after[key].update(owner[u] for u in ups if u in owner and owner[u] != key)
             fixed.append(p if ups == p.upstream else replace(p, upstream=ups))
         todo[key] = fixed
     return [Decision(plan, tuple(todo[plan.key]), is_scheduled(plan, now))
