@@ -545,10 +545,11 @@ def test_action_failed_when_the_last_run_failed(tmp_path: Path, status: str) -> 
     fp = _one(tmp_path / "x").instances[0].fingerprint
     plan = _one(tmp_path, LedgerView(instances={"bf/b/2026-07-01": (status, fp)}))
     assert plan.instances[0].action == "failed"
-    # a failed record does not matter once the partition is current
-    done = _one(tmp_path / "d", LedgerView(instances={"bf/b/2026-07-01": (status, fp)},
+    # over a partition written before (by its earlier success, or another backfill) too: what `instances`
+    # calls failed, apply runs; it never says "every instance is done" of a backfill that shows a failure
+    over = _one(tmp_path / "d", LedgerView(instances={"bf/b/2026-07-01": (status, fp)},
                                            partitions={("b", "2026-07-01"): {"*": fp}}))
-    assert done.instances[0].action == "done"
+    assert (over.instances[0].action, over.instances[0].reason) == ("failed", f"last run {status}")
 
 
 def test_a_successful_instance_record_alone_is_not_done(tmp_path: Path) -> None:

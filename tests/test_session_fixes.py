@@ -390,3 +390,34 @@ def test_a_reader_of_a_partition_whose_instance_failed_elsewhere_is_blocked_not_
     finally:
         con.close()
     assert b == {"2026-01-01": 2, "2026-01-02": 3}  # a's v + 1, from a as it is now
+
+
+def test_apply_runs_an_instance_whose_last_run_was_killed_over_its_earlier_partition(
+        tmp_path: Path, prefect_api: str) -> None:
+    from test_monitoring import BACKFILL, wait_for
+
+    slow = "SELECT 1 AS id, 1 AS v WHERE (SELECT sum(hash(r.range)) FROM range(20000000000) AS r) IS NOT NULL"
+    p = _project(tmp_path / "p", "name: bf\ntargets: [{table: a}]\ndata_timestamp: [2026-01-01]\n")
+    assert cli(p, "apply", "--yes").exit_code == 0
+    assert statuses(p) == {"bf/a/2026-01-01": "success"}
+    spec = p / "tables" / "a.yaml"
+    fast = spec.read_text()
+    spec.write_text(fast.replace("SELECT 1 AS id, 1 AS v", slow))
+    proc = subprocess.Popen([BACKFILL, "apply", "--yes", "--project", str(p)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(p, lambda s: s.get("bf/a/2026-01-01") == "running", "a running", proc)
+        assert cli(p, "kill", "bf").exit_code == 0
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    spec.write_text(fast)  # back to the SQL its partition was written with: the partition is current again
+    assert statuses(p) == {"bf/a/2026-01-01": "killed"}
+    planned = cli(p, "plan")
+    assert "Plan: 0 new, 0 stale, 1 failed, 0 done." in planned.stdout, planned.output
+    again = cli(p, "apply", "--yes")
+    assert again.exit_code == 0, again.output
+    assert "Nothing to do" not in again.stdout
+    assert statuses(p) == {"bf/a/2026-01-01": "success"}

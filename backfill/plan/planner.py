@@ -147,10 +147,10 @@ def _action(inst_id: str, mode: Mode, fp: str, table_fp: str, needed: Iterable[s
         return stored.get(f, whole)
 
     needed = list(needed)
+    if record is not None and record[0] in ("failed", "killed", "blocked", "paused"):  # even over a partition
+        return "failed", f"last run {record[0]}"  # written before: what `instances` calls failed, apply runs
     if all(recorded(f) == table_fp for f in needed):
         return "done", ""
-    if record is not None and record[0] in ("failed", "killed", "blocked", "paused"):
-        return "failed", f"last run {record[0]}"
     if any(recorded(f) is not None for f in needed):
         return "stale", "SQL changed"
     return "new", "missing"
