@@ -421,3 +421,19 @@ def test_apply_runs_an_instance_whose_last_run_was_killed_over_its_earlier_parti
     assert again.exit_code == 0, again.output
     assert "Nothing to do" not in again.stdout
     assert statuses(p) == {"bf/a/2026-01-01": "success"}
+
+
+def test_why_keeps_the_instance_ids_of_the_commands_it_suggests_whole() -> None:
+    from backfill.cli.why import render
+    from backfill.plan.why import Diagnosis, Wait
+
+    d = Diagnosis(id="bf/a/2026-01-01", backfill="bf", status="waiting", group=1, mode="run", held=True,
+                  summary="waiting: paused by an operator; `backfill resume bf/a/2026-01-01` releases it",
+                  reads=[], waits=[Wait("pause", "an operator's pause: `backfill resume bf/a/2026-01-01` "
+                                                 "releases it; then bf/b/2026-01-01 runs")],
+                  chain=[], stale=[], last_attempt=None, log="backfill logs bf/a/2026-01-01")
+    text = "\n".join(render(d, 200))
+    assert "bf/a/2026-01-01: waiting: paused by an operator; `backfill resume bf/a/2026-01-01` releases it" in text
+    # outside the command the backfill's own prefix is left out, as before
+    assert "  pause: an operator's pause: `backfill resume bf/a/2026-01-01` releases it; then b/2026-01-01 runs" \
+        in text

@@ -35,10 +35,16 @@ def _attempt(a: dict[str, object]) -> str:
     return f"attempt {a['number']} {a['status']}, started {when}, pid {a['pid']} on {a['host']}"
 
 
+def _short(text: str, rel: str) -> str:
+    """Instance ids in `text` without their backfill's prefix, except inside `commands` (they must run as shown)."""
+    parts = text.split("`")
+    return "`".join(p if n % 2 else p.replace(rel, "") for n, p in enumerate(parts))
+
+
 def render(d: Diagnosis, width: int) -> list[str]:
     rel = d.backfill + "/"
     w = max(width, 60)
-    lines = _wrap(f"{d.id}: {d.summary.replace(rel, '')}", w)
+    lines = _wrap(f"{d.id}: {_short(d.summary, rel)}", w)
     if d.mode != "run":
         lines.append(f"mode: {d.mode}" + (" (Skip Execution: it ends paused)" if d.mode == "skip" else ""))
     lines.append("reads:" if d.reads else "reads: no other table")
@@ -55,14 +61,14 @@ def render(d: Diagnosis, width: int) -> list[str]:
             lines.append(_cut(f"    instance {iid.removeprefix(rel)}: {status}", w))
     if d.waits:
         lines.append("waits for:")
-        lines += [line for x in d.waits for line in _wrap(f"  {x.kind}: {x.detail.replace(rel, '')}", w)]
+        lines += [line for x in d.waits for line in _wrap(f"  {x.kind}: {_short(x.detail, rel)}", w)]
     if d.chain:
         lines.append("blocked by:")
         for n, link in enumerate(d.chain):
             tag = " <- root cause" if n == len(d.chain) - 1 else ""
             lines.append(_cut(f"  {'  ' * n}{link.id.removeprefix(rel)} {link.status}{tag}", w))
             if link.error:
-                lines.append(_cut(f"  {'  ' * n}  {link.error.replace(rel, '')}", w))
+                lines.append(_cut(f"  {'  ' * n}  {_short(link.error, rel)}", w))
         root = d.chain[-1]
         if d.root_attempt:
             lines.append(_cut(f"root cause's last {_attempt(d.root_attempt)}", w))
