@@ -437,3 +437,27 @@ def test_why_keeps_the_instance_ids_of_the_commands_it_suggests_whole() -> None:
     # outside the command the backfill's own prefix is left out, as before
     assert "  pause: an operator's pause: `backfill resume bf/a/2026-01-01` releases it; then b/2026-01-01 runs" \
         in text
+
+
+def test_show_of_an_hourly_table_shows_the_hour_asked_for_or_a_whole_day(tmp_path: Path, prefect_api: str) -> None:
+    root = tmp_path / "h"
+    for sub in ("tables", "backfills"):
+        (root / sub).mkdir(parents=True)
+    (root / "project.yaml").write_text("name: h\ndialect: duckdb\nengine: {type: duckdb, path: .backfill/w.duckdb}\n"
+                                       "state: .backfill/state.db\n")
+    (root / "tables" / "h.yaml").write_text("name: h\nkind: fact\ngranularity: hour\nprimary_key: [id]\n"
+                                            "fields: [{name: id, type: BIGINT}, {name: hr, type: VARCHAR}]\n"
+                                            "sql_inline: \"SELECT 1 AS id, '{{ hour }}' AS hr\"\n")
+    (root / "backfills" / "hb.yaml").write_text("name: hb\ntargets: [{table: h}]\n"
+                                                "data_timestamp: {start: 2026-07-01T00, end: 2026-07-01T03}\n")
+    assert cli(root, "apply", "--yes").exit_code == 0
+
+    def shown(*args: str) -> tuple[str, int, list[str]]:
+        result = cli(root, "show", "h", *args, "--json")
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.stdout)
+        return doc["ds"], doc["rows"], sorted(r["hr"] for r in doc["sample"])
+
+    assert shown("--date", "2026-07-01T02") == ("2026-07-01T02", 1, ["02"])
+    assert shown() == ("2026-07-01T03", 1, ["03"])  # the latest partition: an hour
+    assert shown("--date", "2026-07-01") == ("2026-07-01", 4, ["00", "01", "02", "03"])  # a day: its hours

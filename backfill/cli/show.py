@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import UserError
 from .common import JsonOpt, ProjectOpt, emit_json, project_root, usage_error, user_errors
+
+if TYPE_CHECKING:
+    from ..spec.model import Table
 
 
 def register(app: typer.Typer) -> None:
@@ -44,28 +48,40 @@ def register(app: typer.Typer) -> None:
                     latest = engine.query(f'SELECT max({part}) FROM "{table}"')
                     if not latest or latest[0][0] is None:
                         raise UserError(f"table '{table}' has no rows yet; run `backfill apply`")
-                    value: object = latest[0][0]
-                else:
-                    value = ds
+                    ds = str(latest[0][0]).replace(" ", "T")[:13 if spec.hourly else 10]
+                where, params, shown = _where(spec, part, ds)
                 cols = [f.name for f in spec.fields]
                 order = ", ".join(f'"{k}"' for k in spec.primary_key) or "1"
                 select = ", ".join(f'"{c}"' for c in cols)
-                rows = engine.query(f'SELECT {select} FROM "{table}" WHERE CAST({part} AS VARCHAR) LIKE ? '
-                                    f"ORDER BY {order} LIMIT {int(limit)}", [f"{str(value)[:10]}%"])
-                total = engine.query(f'SELECT count(*) FROM "{table}" WHERE CAST({part} AS VARCHAR) LIKE ?',
-                                     [f"{str(value)[:10]}%"])[0][0]
+                rows = engine.query(f'SELECT {select} FROM "{table}" WHERE {where} '
+                                    f"ORDER BY {order} LIMIT {int(limit)}", params)
+                total = engine.query(f'SELECT count(*) FROM "{table}" WHERE {where}', params)[0][0]
             finally:
                 engine.close()
         if as_json:
-            emit_json({"table": table, "ds": str(value)[:10], "rows": total,
+            emit_json({"table": table, "ds": shown, "rows": total,
                        "sample": [dict(zip(cols, r, strict=True)) for r in rows]})
             return
         from rich.console import Console
         from rich.table import Table as RichTable
 
-        out = RichTable(title=f"{table} {str(value)[:10]}: {total} row(s), first {len(rows)}", title_justify="left")
+        out = RichTable(title=f"{table} {shown}: {total} row(s), first {len(rows)}", title_justify="left")
         for c in cols:
             out.add_column(c)
         for r in rows:
             out.add_row(*("" if v is None else str(v) for v in r))
         Console(width=160).print(out)
+
+
+def _where(table: Table, part: str, ds: str) -> tuple[str, list[object], str]:
+    """(predicate, its parameters, the partition shown): one partition; of an hourly table given a day,
+    that day's hours."""
+    from ..run.engines.base import partition_value
+
+    text = ds.strip().replace(" ", "T")
+    if table.hourly and len(text) == 10:
+        day = date.fromisoformat(text)
+        start = datetime(day.year, day.month, day.day)
+        return f"{part} >= ? AND {part} < ?", [start, start + timedelta(days=1)], text
+    value = partition_value(table, text)
+    return f"{part} = ?", [value], text[:13] if table.hourly else text[:10]
