@@ -461,3 +461,22 @@ def test_show_of_an_hourly_table_shows_the_hour_asked_for_or_a_whole_day(tmp_pat
     assert shown("--date", "2026-07-01T02") == ("2026-07-01T02", 1, ["02"])
     assert shown() == ("2026-07-01T03", 1, ["03"])  # the latest partition: an hour
     assert shown("--date", "2026-07-01") == ("2026-07-01", 4, ["00", "01", "02", "03"])  # a day: its hours
+
+
+@pytest.mark.parametrize(("verb", "status"), [("kill", "killed"), ("pause", "paused")])
+def test_kill_or_pause_of_a_backfill_no_running_apply_runs_takes_effect_at_once(
+        tmp_path: Path, prefect_api: str, verb: str, status: str) -> None:
+    p = _project(tmp_path / "p", "name: bf\ntargets: [{table: a}]\ndata_timestamp: [2026-01-01, 2026-01-02]\n"
+                                 "runtime: 2099-01-01T00:00:00\n")
+    assert cli(p, "apply", "--yes").exit_code == 0
+    assert set(statuses(p).values()) == {"waiting"}  # for their runtime
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        _held_by(p, holder)  # an apply of other backfills runs: it does not run bf before its time
+        done = cli(p, verb, "bf")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.exit_code == 0, done.output
+    assert done.stdout == f"{verb}: 2 instance(s) of bf; done\n"
+    assert set(statuses(p).values()) == {status}

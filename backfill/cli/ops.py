@@ -150,10 +150,11 @@ def register(app: typer.Typer) -> None:
             ops = _ops(project)
             ids = getattr(ops, verb)(target)
             live = ops.apply_running()
+            acted = ops.acted_by_apply
         if as_json:
             emit_json({"ok": True, "instances": ids, "apply_running": live})
         else:
-            how = "the running apply acts on it within a second" if live else "done"
+            how = "the running apply acts on it within a second" if acted else "done"
             typer.echo(f"{verb}: {len(ids)} instance(s) of {target}; {how}")
 
     @app.command("kill", help="Stop running SQL and mark instances killed (they block their downstream).")
