@@ -28,6 +28,7 @@ def _held_by(p: Path, proc: subprocess.Popen[bytes]) -> None:
 @pytest.mark.parametrize("command", [
     ("rerun", "bf", "--instance", "bf/a/2026-01-01"),
     ("rerun", "bf", "--instance", "bf/a/2026-01-01", "--json"),
+    ("rerun", "bf", "--instance", "bf/a/2026-01-01", "--instance", "bf/a/2026-01-01"),
     ("resume", "bf/b/2026-01-01"),
     ("set-success", "bf/b/2026-01-01", "--resume"),
 ])

@@ -247,7 +247,7 @@ class Operations:
             for i in instances:
                 if i not in known:
                     raise UserError(f"no instance '{i}' in backfill '{name}'")
-            chosen = list(instances)
+            chosen = list(dict.fromkeys(instances))  # each once, in the order given
         elif failed_only:
             chosen = [r.id for r in rows if r.status in BAD]
         else:
