@@ -481,3 +481,36 @@ def test_kill_or_pause_of_a_backfill_no_running_apply_runs_takes_effect_at_once(
     assert done.exit_code == 0, done.output
     assert done.stdout == f"{verb}: 2 instance(s) of bf; done\n"
     assert set(statuses(p).values()) == {status}
+
+
+def test_two_backfills_writing_the_same_partition_do_not_block_each_other_forever(
+        tmp_path: Path, prefect_api: str) -> None:
+    import duckdb
+
+    root = _window_project(tmp_path / "p")  # src from the CSV (v = day number)
+    (root / "tables" / "win.yaml").unlink()
+    table = ("name: {name}\nkind: aggregate\ngranularity: day\npartition: ds\nprimary_key: [k]\nfields:\n"
+             "  - {{name: k, type: BIGINT}}\n  - {{name: v, type: BIGINT}}\nsql_inline: |\n  {sql}\n")
+    (root / "tables" / "cum.yaml").write_text(table.format(name="cum", sql=(  # a running total: reads its previous day
+        "SELECT s.k, s.v + COALESCE(c.v, 0) AS v FROM {{ ref('src') }} AS s LEFT JOIN {{ ref('cum') }} AS c "
+        "ON c.k = s.k AND c.ds = DATE '{{ ds_add(ds, -1) }}' WHERE s.ds = DATE '{{ ds }}'")))
+    (root / "tables" / "top.yaml").write_text(table.format(name="top", sql=(
+        "SELECT k, v * 10 AS v FROM {{ ref('cum') }} WHERE ds = DATE '{{ ds }}'")))
+    (root / "backfills" / "b1.yaml").write_text("name: a\ntargets: [{table: src}]\nscope: downstream\n"
+                                                "data_timestamp: {start: 2026-07-01, end: 2026-07-03}\n"
+                                                "order: descending\n")
+    (root / "backfills" / "b2.yaml").write_text("name: b\ntargets: [{table: src}]\nscope: downstream\n"
+                                                "data_timestamp: {start: 2026-07-03, end: 2026-07-05}\n")
+    applied = cli(root, "apply", "--yes")  # both write src, cum and top of 2026-07-03
+    assert applied.exit_code == 0, applied.output
+    con = duckdb.connect(str(root / ".backfill" / "w.duckdb"), read_only=True)
+    try:
+        got = {t: dict(con.execute(f"SELECT CAST(ds AS VARCHAR), v FROM {t}").fetchall()) for t in ("cum", "top")}
+    finally:
+        con.close()
+    running = [sum(range(1, d + 1)) for d in range(1, 6)]  # the oracle: 1, 3, 6, 10, 15
+    assert got["cum"] == {f"2026-07-0{d}": running[d - 1] for d in range(1, 6)}
+    assert got["top"] == {f"2026-07-0{d}": 10 * running[d - 1] for d in range(1, 6)}
+    status = json.loads(cli(root, "status", "--json").stdout)
+    assert {d for t in status["tables"] for d in t["dates"].values()} == {"current"}
+    assert "Apply would run 0 instance(s)." in cli(root, "plan").stdout

@@ -34,8 +34,10 @@ def decide(plans: Sequence[BackfillPlan], graph: Mapping[str, Iterable[str]], pe
     Their `upstream` becomes the instances recorded by this apply (any backfill, group or date) that
     write a partition they read, and the recorded instances that ended badly without writing a
     partition they read (`failed_absent`, which this apply does not write): such a failure blocks its
-    readers, never lets them compute from the missing partition and be called current. Backfills whose
-    instances read what another one writes come after it."""
+    readers, never lets them compute from the missing partition and be called current. A partition
+    its own backfill writes is waited for there only (two backfills writing the same partition would
+    otherwise wait for each other: the later write makes the reader stale, and the next apply reruns
+    it). Backfills whose instances read what another one writes come after it."""
     todo = {plan.key: [p for p in plan.instances if p.action != "done" or p.id in pending] for plan in plans}
     index = WriteIndex((p.id, p.table, p.ds) for items in todo.values() for p in items)
     owner = {p.id: key for key, items in todo.items() for p in items}
@@ -45,7 +47,7 @@ def decide(plans: Sequence[BackfillPlan], graph: Mapping[str, Iterable[str]], pe
     for key, items in todo.items():
         fixed = []
         for p in items:
-            ups = tuple(upstream_ids(p.id, p.reads, index))
+            ups = tuple(_own_first(upstream_ids(p.id, p.reads, index), key, owner))
             if failed.tables():
                 ups = (*ups, *(u for u in upstream_ids(p.id, p.reads, failed) if u not in ups))
             after[key].update(owner[u] for u in ups if u in owner and owner[u] != key)
@@ -53,6 +55,16 @@ def decide(plans: Sequence[BackfillPlan], graph: Mapping[str, Iterable[str]], pe
         todo[key] = fixed
     return [Decision(plan, tuple(todo[plan.key]), is_scheduled(plan, now))
             for plan in order_backfills(plans, graph, after)]
+
+
+def _own_first(ups: Iterable[str], key: str, owner: Mapping[str, str]) -> list[str]:
+    """Writers of what an instance of backfill `key` reads, less those of other backfills of a partition
+    that `key` itself writes in this apply."""
+    ups = list(ups)
+    mine = {tuple(u.rsplit("/", 2)[1:]) for u in ups if owner.get(u) == key}  # (table, ds) it writes itself
+    if not mine:
+        return ups
+    return [u for u in ups if owner.get(u) == key or tuple(u.rsplit("/", 2)[1:]) not in mine]
 
 
 def is_scheduled(plan: BackfillPlan, now: float) -> bool:
