@@ -514,3 +514,23 @@ def test_two_backfills_writing_the_same_partition_do_not_block_each_other_foreve
     status = json.loads(cli(root, "status", "--json").stdout)
     assert {d for t in status["tables"] for d in t["dates"].values()} == {"current"}
     assert "Apply would run 0 instance(s)." in cli(root, "plan").stdout
+
+
+def test_unlock_json(tmp_path: Path) -> None:
+    from backfill.state.ledger import Ledger
+
+    p = _project(tmp_path / "p", "name: bf\ntargets: [{table: a}]\ndata_timestamp: [2026-01-01]\n")
+    (p / ".backfill").mkdir()
+    Ledger.open(f"sqlite:///{p / '.backfill' / 'state.db'}").close()
+    assert json.loads(cli(p, "unlock", "--json").stdout) == {"ok": True, "locked": False, "broke": None}
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _held_by(p, dead)
+    asked = cli(p, "unlock", "--json")
+    assert asked.exit_code == 1
+    doc = json.loads(asked.stdout)
+    assert doc["ok"] is False and "only with --yes" in json.dumps(doc)
+    broke = cli(p, "unlock", "--json", "--yes")
+    assert broke.exit_code == 0, broke.output
+    assert json.loads(broke.stdout) == {"ok": True, "locked": False,
+                                        "broke": {"pid": dead.pid, "host": socket.gethostname(), "purpose": "apply"}}

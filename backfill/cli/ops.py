@@ -202,16 +202,23 @@ def register(app: typer.Typer) -> None:
 
     @app.command("unlock", help="Break the apply lock left by a process that is no longer running.")
     def unlock(project: ProjectOpt = None,
-               yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False) -> None:
-        with user_errors():
+               yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+               as_json: JsonOpt = False) -> None:
+        with user_errors(as_json):
             ops = _ops(project)
             holder = ops.ledger.lock_holder()
             if holder is None:
-                typer.echo("the ledger is not locked")
+                if as_json:
+                    emit_json({"ok": True, "locked": False, "broke": None})
+                else:
+                    typer.echo("the ledger is not locked")
                 return
             who = f"pid {holder['pid']} on {holder['host']} ({holder['purpose']})"
             if holder["alive"]:
                 raise UserError(f"the lock is held by {who}, which is still running; stop it first")
+            if as_json and not yes:
+                raise UserError(f"the lock is held by {who}, which is no longer running; "
+                                "`backfill unlock --json` breaks it only with --yes")
             try:
                 confirmed = yes or typer.confirm(f"Break the lock of {who}?", default=False)
             except typer.Abort:  # stdin closed (or Ctrl-C) at the question: the same as answering no
@@ -219,7 +226,10 @@ def register(app: typer.Typer) -> None:
             if not confirmed:
                 raise UserError("unlock cancelled")
             ops.ledger.unlock()
-            typer.echo(f"broke the lock of {who}; the next apply recovers its unfinished instances")
+            if as_json:
+                emit_json({"ok": True, "locked": False, "broke": {k: holder[k] for k in ("pid", "host", "purpose")}})
+            else:
+                typer.echo(f"broke the lock of {who}; the next apply recovers its unfinished instances")
 
     @app.command("serve", help="Long-running: start scheduled backfills when their runtime comes.")
     def serve(project: ProjectOpt = None,
