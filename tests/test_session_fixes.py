@@ -534,3 +534,23 @@ def test_unlock_json(tmp_path: Path) -> None:
     assert broke.exit_code == 0, broke.output
     assert json.loads(broke.stdout) == {"ok": True, "locked": False,
                                         "broke": {"pid": dead.pid, "host": socket.gethostname(), "purpose": "apply"}}
+
+
+def test_a_plan_file_that_is_json_but_not_a_plan_is_one_error(tmp_path: Path) -> None:
+    p = _project(tmp_path / "p", "name: bf\ntargets: [{table: a}]\ndata_timestamp: [2026-01-01]\n")
+    for text in ("[1, 2]", "3", "null", '"x"'):
+        plan = tmp_path / "plan.json"
+        plan.write_text(text)
+        result = cli(p, "apply", "--yes", str(plan))
+        assert result.exit_code == 1, result.output
+        assert result.stderr == f"error: {plan}: not a saved plan; make one with `backfill plan --out FILE`\n"
+        assert not (p / ".backfill").exists()
+
+
+def test_a_first_apply_refused_for_a_table_never_built_leaves_nothing_behind(tmp_path: Path, prefect_api: str) -> None:
+    p = _project(tmp_path / "p", "name: bf\ntargets: [{table: b}]\ndata_timestamp: [2026-01-01]\n")
+    result = cli(p, "apply", "--yes")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines()[-1].startswith("error: backfills/bf.yaml: b reads a 2026-01-01, which "
+                                                              "was never built")
+    assert not (p / ".backfill").exists()

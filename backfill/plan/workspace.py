@@ -142,6 +142,6 @@ def load_plan_file(path: Path) -> dict[str, Any]:
         doc: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: not a saved plan ({exc})") from None
-    if doc.get("format") != "backfill-plan/1" or "plan_id" not in doc:
+    if not isinstance(doc, dict) or doc.get("format") != "backfill-plan/1" or "plan_id" not in doc:
         raise UserError(f"{path}: not a saved plan; make one with `backfill plan --out FILE`")
     return doc

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
-from ..plan.planner import BackfillPlan
+from ..plan.across import stale_across_backfills
+from ..plan.planner import BackfillPlan, LedgerView
+from ..plan.readiness import check_readiness
 from ..plan.validate import Validated, validate_project
 from ..plan.workspace import (
     build_plans,
@@ -163,6 +165,7 @@ def apply_project(root: Path, selectors: Sequence[str] = (), plan_file: Path | N
             # a first apply of specs that do not validate creates no ledger and no warehouse; against
             # the empty ledger it creates, this is already the plan
             first = validate_project(root, today=today, only=list(selectors) or None)
+            check_readiness(first.project, stale_across_backfills(first.plans), LedgerView(), first.graph)
         pool = work_pool or project.work_pool
         if pool:
             from .workpool import check_work_pool_project

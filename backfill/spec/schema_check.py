@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import math
+import re
+from collections.abc import Iterator
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
 from ..errors import SpecError
@@ -14,15 +17,33 @@ from .yamlpos import Located
 
 __all__ = ["check_schema"]
 
-_validators: dict[str, Draft202012Validator] = {}
+_validators: dict[str, Any] = {}
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+    """JSON Schema's `pattern` as ECMA-262 reads it: a final `$` does not match before a trailing newline
+    (Python's does: `name: "x\\n"` passed every name pattern and became a table named `x\\n`)."""
+    if not validator.is_type(instance, "string"):
+        return
+    if re.search(pattern, instance) is None or (pattern.endswith("$") and instance.endswith("\n")):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# a whole number is an int (YAML's 2.0 is a float: `groups: 2.0` reached range() as one); a number is finite
+# (YAML's .nan passed every minimum and maximum)
+_TYPES = Draft202012Validator.TYPE_CHECKER.redefine_many({
+    "integer": lambda _c, x: isinstance(x, int) and not isinstance(x, bool),
+    "number": lambda _c, x: isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x),
+})
+_Strict = validators.extend(Draft202012Validator, validators={"pattern": _pattern}, type_checker=_TYPES)
 
 _TYPE_NAMES = {"string": "text", "integer": "a whole number", "number": "a number", "object": "a mapping",
                "array": "a list", "boolean": "true or false", "null": "nothing"}
 
 
-def _validator(kind: str) -> Draft202012Validator:
+def _validator(kind: str) -> Any:
     if kind not in _validators:
-        _validators[kind] = Draft202012Validator(schema(kind))
+        _validators[kind] = _Strict(schema(kind))
     return _validators[kind]
 
 
@@ -46,6 +67,8 @@ def _got(value: Any) -> str:
         return f"text {value!r}"
     if isinstance(value, bool) or value is None or isinstance(value, dict | list):
         return _show(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r}, which is not a finite number"
     if isinstance(value, int | float):
         return f"the number {value!r}"
     return type(value).__name__
@@ -182,9 +205,22 @@ def _message(err: ValidationError, kind: str) -> tuple[str, tuple[str | int, ...
     return str(err.message), path, False
 
 
+def _nul_bytes(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
+    """Where a text value holds a NUL character (no file name, SQL or name can: paths raised on it)."""
+    if isinstance(value, str):
+        if "\0" in value:
+            yield path
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _nul_bytes(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _nul_bytes(v, (*path, i))
+
+
 def check_schema(doc: Located, kind: str) -> list[SpecError]:
     """Every schema violation of one spec file, located at the offending node."""
-    out: list[SpecError] = []
+    out: list[SpecError] = [doc.error(at, "contains a NUL character (\\0); remove it") for at in _nul_bytes(doc.value)]
     for err in _validator(kind).iter_errors(doc.value):
         message, path, at_key = _message(err, kind)
         out.append(doc.error(path, message, key=at_key))
