@@ -554,3 +554,31 @@ def test_a_first_apply_refused_for_a_table_never_built_leaves_nothing_behind(tmp
     assert result.stderr.strip().splitlines()[-1].startswith("error: backfills/bf.yaml: b reads a 2026-01-01, which "
                                                               "was never built")
     assert not (p / ".backfill").exists()
+
+
+ONE_LINE = ("SELECT f.customer_id, COUNT(f.order_id) AS order_cnt, SUM(f.amount) AS amount_sum "
+            "FROM {{ ref('fct_order') }} AS f WHERE f.ds = DATE '{{ ds }}' GROUP BY f.customer_idx")
+
+
+@pytest.mark.parametrize(("value", "at"), [
+    ("|\n  " + ONE_LINE.replace(" FROM", "\n  FROM"), None),  # a literal block: line for line
+    (ONE_LINE, None),  # plain, on the key's line
+    ('"' + ONE_LINE + '"', None),  # quoted: its text starts a column later
+    (">\n  " + ONE_LINE.replace(" FROM", "\n  FROM"), "8:13"),  # folded: its text is not the file's: its start
+])
+def test_sql_inline_errors_point_into_the_file_whatever_the_yaml_style(tmp_path: Path, value: str,
+                                                                       at: str | None) -> None:
+    from test_adversarial import project
+
+    spec = (Path(__file__).parent / "fixtures" / "base" / "tables" / "dws_customer.yaml").read_text()
+    spec = spec[:spec.index("sql_inline:")] + "sql_inline: " + value + "\n"
+    root = project(tmp_path, {"tables/dws_customer.yaml": spec})
+    if at is None:  # where the unknown column's name stands in the file
+        lines = spec.splitlines()
+        n = next(n for n, text in enumerate(lines, start=1) if "f.customer_idx" in text)
+        at = f"{n}:{lines[n - 1].index('f.customer_idx') + len('f.') + 1}"
+    result = cli(root, "validate")
+    assert result.exit_code == 1, result.output
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert errors == [f"error: tables/dws_customer.yaml:{at}: unknown column 'f.customer_idx': table 'fct_order' "
+                      "has no field 'customer_idx'; did you mean 'customer_id'? (table dws_customer, 2026-07-01)"]

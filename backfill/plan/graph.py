@@ -71,7 +71,7 @@ def read_location(table: Table, name: str) -> tuple[str, int, int]:
     for n, text in enumerate(t.source.splitlines(), start=1):
         m = pattern.search(text)
         if m:
-            return t.file, n + t.line_offset, m.start() + 1 + t.col_offset
+            return (t.file, *t.at(n, m.start() + 1))
     return table.spec_file, 1, 1
 
 

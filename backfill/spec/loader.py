@@ -124,9 +124,14 @@ class _Loader:
                 return None
             template = Template(text, _rel(self.root, sql_path))
         else:
-            line, col = doc.block_scalars.get(("sql_inline",), doc.where(("sql_inline",)))
-            template = Template(v["sql_inline"], file, line_offset=line - 1, col_offset=col - 1
-                                if ("sql_inline",) in doc.block_scalars else 0)
+            key = ("sql_inline",)
+            if key in doc.block_scalars:  # a literal block: line for line, from its content column
+                line, col = doc.block_scalars[key]
+                template = Template(v["sql_inline"], file, line_offset=line - 1, col_offset=col - 1)
+            else:  # on the key's line (its quote, if any, before the text), or shown at its start
+                line, col = doc.where(key)
+                template = Template(v["sql_inline"], file, line_offset=line - 1,
+                                    col_offset=col - 1 + (key in doc.quoted), exact=key not in doc.inexact)
         fields = tuple(Field(f["name"], f["type"], f.get("description", "")) for f in v["fields"])
         names = [f.name for f in fields]
         partition = v.get("partition", "ds")

@@ -43,6 +43,13 @@ class Template:
     file: str  # project-relative path shown in errors
     line_offset: int = 0  # template line 1 is file line 1 + line_offset
     col_offset: int = 0
+    exact: bool = True  # False: the text does not map onto the file (a folded YAML value): its start is shown
+
+    def at(self, line: int, col: int) -> tuple[int, int]:
+        """The file position of the template's line and column."""
+        if not self.exact:
+            return self.line_offset + 1, self.col_offset + 1
+        return line + self.line_offset, col + self.col_offset
 
 
 @dataclass(frozen=True)

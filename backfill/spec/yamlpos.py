@@ -32,7 +32,11 @@ class Located:
     file: str
     values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
-    block_scalars: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    block_scalars: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # literal `|`: content line, col
+    # scalars whose text does not map line for line onto the file (folded `>`, quoted or plain over
+    # several lines): a position inside them is given as where the value starts
+    inexact: set[Path_] = field(default_factory=set)
+    quoted: set[Path_] = field(default_factory=set)  # single-line quoted scalars: their text starts a column later
     lines: list[str] = field(default_factory=list, repr=False, compare=False)  # the source, while loading
     count: int = field(default=0, repr=False, compare=False)  # values converted so far
 
@@ -79,8 +83,12 @@ def _convert(node: yaml.Node, path: Path_, doc: Located) -> Any:
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, path + (i,), doc) for i, item in enumerate(node.value)]
     assert isinstance(node, yaml.ScalarNode)
-    if node.style in ("|", ">"):
+    if node.style == "|":
         doc.block_scalars[path] = (node.start_mark.line + 2, _block_indent(node, doc.lines) + 1)
+    elif node.style == ">" or node.start_mark.line != node.end_mark.line:
+        doc.inexact.add(path)
+    elif node.style in ("'", '"'):
+        doc.quoted.add(path)
     if node.tag == "tag:yaml.org,2002:timestamp" or node.tag == "tag:yaml.org,2002:str":
         return str(node.value)  # dates stay text: the schema and the model parse them
     if not node.tag.startswith("tag:yaml.org,2002:") or node.tag.endswith((":binary", ":set", ":omap", ":pairs")):

@@ -31,8 +31,8 @@ def _locate(source: str, token: str, near_line: int) -> tuple[int, int]:
 def template_error(table: Table, exc: TemplateFailure, ds: str | None) -> SpecError:
     t = table.template
     message = f"{exc.message} (table {table.name}" + (f", {ds})" if ds else ")")
-    return SpecError(message, file=t.file, line=exc.line + t.line_offset,
-                     col=exc.col + t.col_offset, table=table.name, ds=ds,
+    line, col = t.at(exc.line, exc.col)
+    return SpecError(message, file=t.file, line=line, col=col, table=table.name, ds=ds,
                      detail=snippet(t.source, exc.line, exc.col))
 
 
@@ -47,5 +47,5 @@ def sql_error(table: Table, problem: SqlProblem, rendered_sql: str, ds: str | No
     if (problem.line, problem.col) != (1, 1) and rendered_line != detail:
         detail += "\n  rendered:\n" + rendered_line
     message = f"{problem.message} (table {table.name}" + (f", {ds})" if ds else ")")
-    return SpecError(message, file=t.file, line=line + t.line_offset, col=col + t.col_offset,
-                     table=table.name, ds=ds, detail=detail)
+    at_line, at_col = t.at(line, col)
+    return SpecError(message, file=t.file, line=at_line, col=at_col, table=table.name, ds=ds, detail=detail)

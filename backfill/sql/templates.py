@@ -268,8 +268,7 @@ class CompiledTemplate:
 
     def error(self, failure: TemplateFailure, ds: str | None = None) -> SpecError:
         t = self.template
-        line = failure.line + t.line_offset
-        col = failure.col + (t.col_offset if failure.line >= 1 else 0)
+        line, col = t.at(failure.line, failure.col) if failure.line >= 1 else (t.line_offset, failure.col)
         return SpecError(
             failure.message, file=t.file, line=line, col=col, table=self.table.name, ds=ds,
             detail=snippet(t.source, failure.line, failure.col),
