@@ -582,3 +582,42 @@ def test_sql_inline_errors_point_into_the_file_whatever_the_yaml_style(tmp_path:
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
     assert errors == [f"error: tables/dws_customer.yaml:{at}: unknown column 'f.customer_idx': table 'fct_order' "
                       "has no field 'customer_idx'; did you mean 'customer_id'? (table dws_customer, 2026-07-01)"]
+
+
+SANDBOX_PROBES = {
+    "cte_out_of_scope": ("(WITH duckdb_tables AS (SELECT 1 AS x) SELECT x FROM duckdb_tables) AS z "
+                         "CROSS JOIN duckdb_tables", "2:12",  # named where the template first names it
+                         "unknown table 'duckdb_tables': declare it in tables/ or fix the name"),
+    "schema_qualified": ("main.ods_customer", "2:11",
+                         "'main.ods_customer' names a schema or catalog: a template reads declared tables only, "
+                         "through {{ ref('table') }}"),
+    "no_break_space": ("read_csv({{ source('data/orders.csv') }},\u00a0header = true)", "2:47",
+                       "the SQL holds the character U+00A0, which the engine may read otherwise than this check "
+                       "does; write a plain space (or, inside a text, CHR())"),
+    "nested_too_deep": ("(SELECT " + "(" * 3000 + "1" + ")" * 3000 + " AS x) AS t", "1:1",
+                        "the SQL nests too deeply to be checked; flatten its parentheses or subqueries"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SANDBOX_PROBES))
+def test_what_a_template_reads_is_judged_as_the_engine_reads_it(tmp_path: Path, case: str) -> None:
+    from test_adversarial import ODS, project
+
+    source, at, message = SANDBOX_PROBES[case]
+    root = project(tmp_path, {"sql/ods_order.sql": ODS.format(source)})
+    result = cli(root, "validate")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert errors == [f"error: sql/ods_order.sql:{at}: {message} (table ods_order, 2026-07-01)"], result.stderr
+
+
+def test_a_cte_in_scope_is_read_as_a_cte(tmp_path: Path) -> None:
+    from test_adversarial import project
+
+    sql = ("WITH src AS (SELECT order_id, customer_id, amount, order_time\n"
+           "  FROM read_csv({{ source('data/orders.csv') }}, header = true))\n"
+           "SELECT order_id, customer_id, amount FROM (SELECT * FROM src) AS s\n"
+           "WHERE CAST(order_time AS DATE) = DATE '{{ ds }}'\n")
+    result = cli(project(tmp_path, {"sql/ods_order.sql": sql}), "validate")
+    assert result.exit_code == 0, result.output

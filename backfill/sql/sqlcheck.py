@@ -22,6 +22,7 @@ from sqlglot.tokens import TokenType
 
 from ..spec.model import Table
 from .functions import function_problems
+from .tablerefs import cte_in_scope, is_qualified, odd_character
 
 __all__ = ["ShapeCheck", "SqlProblem", "check_sql", "partition_type"]
 
@@ -82,6 +83,27 @@ def check_sql(
     ranged: bool = False,
     escapes: Callable[[str], str | None] | None = None,
 ) -> ShapeCheck:
+    odd = odd_character(sql)
+    if odd is not None:
+        return ShapeCheck((SqlProblem(*odd),))
+    try:
+        return _check_sql(sql, table, tables, dialect, engine_dialect, allow_functions, sources, ranged, escapes)
+    except RecursionError:
+        return ShapeCheck((SqlProblem("the SQL nests too deeply to be checked; flatten its parentheses or "
+                                      "subqueries", 1, 1),))
+
+
+def _check_sql(
+    sql: str,
+    table: Table,
+    tables: Mapping[str, Table],
+    dialect: str,
+    engine_dialect: str,
+    allow_functions: Iterable[str],
+    sources: Iterable[str],
+    ranged: bool,
+    escapes: Callable[[str], str | None] | None,
+) -> ShapeCheck:
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except ParseError as exc:
@@ -111,7 +133,6 @@ def check_sql(
     problems: list[SqlProblem] = [
         SqlProblem(f.message, 1, 1, f.name)
         for f in function_problems(tree, engine_dialect, allow_functions, sources, escapes)]
-    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     reads: list[str] = []
     table_functions = False
     for t in tree.find_all(exp.Table):
@@ -119,7 +140,13 @@ def check_sql(
             table_functions = True
             continue
         name = t.name
-        if name in ctes and not t.db:
+        if is_qualified(t):
+            line, col = _pos(t)
+            shown = ".".join(p.name for p in t.parts)
+            problems.append(SqlProblem(f"'{shown}' names a schema or catalog: a template reads declared tables "
+                                       "only, through {{ ref('table') }}", line, col, name))
+            continue
+        if cte_in_scope(t):
             continue
         if name not in tables:
             line, col = _pos(t)
