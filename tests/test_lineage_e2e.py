@@ -18,7 +18,6 @@ from tutorial_copy import copy_tutorial
 from backfill.plan.status import project_status
 from backfill.run.apply import apply_project, run_again
 from backfill.spec.tutorial import generate_source_data
-from backfill.state.ledger import Ledger
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lineage_tables"
 DAYS = [date(2026, 6, 28) + timedelta(days=n) for n in range(6)]  # 06-28 .. 07-03: a month boundary
@@ -103,18 +102,4 @@ def test_plan_refuses_to_read_a_table_never_built(tmp_path: Path) -> None:
             "error: backfills/tutorial.yaml: fct_order_buy_di reads dim_customer 2026-07-01..2026-07-03, which was "
             "never built and this plan does not build it; add dim_customer to the targets, or use "
             "`scope: downstream` from ods_customer"], result.output
-    warehouse = project / ".backfill" / "warehouse.duckdb"
-    if warehouse.exists():  # apply opened it before planning (recovery comes first): it holds no table
-        import duckdb
-
-        con = duckdb.connect(str(warehouse), read_only=True)
-        try:
-            names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        finally:
-            con.close()
-        assert not names & {"ods_order", "fct_order_buy_di", "dws_all"}
-    ledger = Ledger.open(f"sqlite:///{project / '.backfill' / 'state.db'}")
-    try:
-        assert ledger.instances() == []
-    finally:
-        ledger.close()
+    assert not (project / ".backfill").exists()  # a refused first apply leaves no ledger, warehouse or Prefect home
