@@ -9,6 +9,7 @@ placeholders cannot be made unambiguous the instance is transformed on its own: 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -149,7 +150,7 @@ class ProjectCompiler:
             found = check_sql(rendered.sql, table, self.project.tables, self.project.dialect,
                               self.target_dialect(table), self.project.allow_functions, self.project.sources,
                               self.ranged(table), self._escapes)
-            self._checks[key] = found
+            self._checks[key] = dataclasses.replace(found, tree=None)  # a tree per shape held GBs: re-read if needed
         return found
 
     def compile(self, table: Table, ts: datetime, params: Mapping[str, Any], ds: str
@@ -243,6 +244,8 @@ class ProjectCompiler:
         key = (table.name, rendered.shape)
         if key not in self._signatures:
             tree = check.tree
+            if tree is None and not check.problems:  # the cache keeps no tree: read the shape again
+                tree = sqlglot.parse_one(rendered.sql, read=self.project.dialect)
             sigs: dict[str, Any] = {}
             if tree is not None and not check.has_table_functions:
                 from sqlglot.optimizer.qualify import qualify
