@@ -509,3 +509,21 @@ def test_a_spec_file_linked_out_of_the_project_is_not_read(runner: CliRunner, tm
     code, errors = errors_of(runner, root)
     assert (code, errors) == (1, ["error: tables/z.yaml: tables/z.yaml leads out of the project folder through a "
                                   "symbolic link; keep spec files inside the project"])
+
+
+def test_checking_every_sql_shape_is_bounded_in_all(runner: CliRunner, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from backfill.sql import bounds
+
+    monkeypatch.setattr(bounds, "MAX_TOTAL_SECONDS", 0.3)
+    # a date in a name: every date is its own SQL shape, each checked by sqlglot
+    wide = FCT.format("(SELECT CAST({% for i in range(3000) %}1+{% endfor %}1 AS VARCHAR) AS x "
+                      "FROM (SELECT 1 AS y) AS t_{{ ds_nodash }})")
+    july = (BASE / "backfills" / "july.yaml").read_text().replace("2026-07-05", "2026-09-30")
+    root = project(tmp_path, {"sql/fct_order.sql": wide, "backfills/july.yaml": july})
+    code, errors = errors_of(runner, root)
+    assert code == 1
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("error: sql/fct_order.sql:1:1: checking the SQL of every distinct shape took more than "
+                                "0.3 s of CPU time in all; render fewer distinct statements (a date in a name makes "
+                                "each date its own), or plan fewer dates (table fct_order, 2026-")

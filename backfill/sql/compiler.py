@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,13 +22,14 @@ import sqlglot
 
 from ..errors import SpecError
 from ..spec.model import Project, Table
+from . import bounds
 from .fields import field_signatures, linked_fields, prune_projection
 from .functions import source_path_problem
 from .located import sql_error, template_error
 from .readsets import ReadSet, ShapeReads
 from .sandbox import RenderingTime
 from .sourcepaths import escaping_path
-from .sqlcheck import ShapeCheck, check_sql, partition_type
+from .sqlcheck import ShapeCheck, SqlProblem, check_sql, partition_type
 from .templates import (
     CompiledTemplate,
     RenderContext,
@@ -91,6 +93,7 @@ class ProjectCompiler:
         self.templates: dict[str, CompiledTemplate] = {}
         self._checks: dict[tuple[str, str], ShapeCheck] = {}
         self._escaping: dict[str, str | None] = {}  # source path -> why it leads out of the source folders
+        self._checking = 0.0  # CPU seconds spent checking SQL shapes (bounded like rendering)
         self._transforms: dict[tuple[str, str, tuple[str, ...]], _Transform | WrittenOutRefused | None] = {}
         self._signatures: dict[tuple[str, str], dict[str, Any]] = {}
         self._signatures_of: dict[str, str] = {}  # table -> write signature
@@ -147,9 +150,16 @@ class ProjectCompiler:
         key = (table.name, rendered.shape)
         found = self._checks.get(key)
         if found is None:
+            if self._checking > bounds.MAX_TOTAL_SECONDS:  # like rendering: every date its own shape adds up
+                return ShapeCheck((SqlProblem(
+                    f"checking the SQL of every distinct shape took more than {bounds.MAX_TOTAL_SECONDS:g} s of CPU "
+                    "time in all; render fewer distinct statements (a date in a name makes each date its own), or "
+                    "plan fewer dates", 1, 1),))
+            started = time.thread_time()
             found = check_sql(rendered.sql, table, self.project.tables, self.project.dialect,
                               self.target_dialect(table), self.project.allow_functions, self.project.sources,
                               self.ranged(table), self._escapes)
+            self._checking += time.thread_time() - started
             self._checks[key] = dataclasses.replace(found, tree=None)  # a tree per shape held GBs: re-read if needed
         return found
 
