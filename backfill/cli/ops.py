@@ -148,9 +148,8 @@ def register(app: typer.Typer) -> None:
     def _flagging(verb: str, target: str, project: ProjectOpt, as_json: bool) -> None:
         with user_errors(as_json):
             ops = _ops(project)
-            ids = getattr(ops, verb)(target)
+            ids, acted = getattr(ops, verb)(target)
             live = ops.apply_running()
-            acted = ops.acted_by_apply
         if as_json:
             emit_json({"ok": True, "instances": ids, "apply_running": live})
         else:

@@ -14,8 +14,8 @@ from typing import Any
 
 from ..sql.readsets import ReadSet, read_set_of
 
-__all__ = ["WriteIndex", "upstream_among", "WrittenTimes", "chain_note", "in_ranges", "oldest_write", "partition_cycle",
-           "rewritten_after", "stale_by_reads"]
+__all__ = ["WriteIndex", "WrittenTimes", "chain_note", "in_ranges", "oldest_write", "order_notes", "partition_cycle",
+           "rewritten_after", "stale_by_reads", "upstream_among"]
 
 
 def _slice(keys: Sequence[str], ranges: tuple[tuple[str | None, str | None], ...] | str) -> Iterable[int]:
@@ -210,3 +210,21 @@ def chain_note(group_of: Mapping[str, int], upstream: Mapping[str, Sequence[str]
         return (f"the reads chain the dates across every group ({said}): groups cannot fully run in "
                 "parallel; each starts what it can and waits for the partitions it reads")
     return f"some dates read partitions of other groups ({said}): those instances wait for them"
+
+
+def order_notes(drafts: Sequence[Any], upstream: Mapping[str, Sequence[str]], groups: int) -> tuple[str, ...]:
+    """In words: reads that make groups wait for one another, or dates run out of the chosen order.
+    `drafts`: planned instances (id, group, position); `upstream`: id -> the ids it waits for."""
+    where = {i.id: (i.group, i.position) for i in drafts}
+    last: dict[int, int] = {}
+    for i in drafts:
+        last[i.group] = max(last.get(i.group, 0), i.position)
+    # waits across groups show at the ends of a group (reads reach back or forward from there)
+    first = {i.id: upstream[i.id] for i in drafts if i.position in (0, last[i.group])}
+    notes = [chain_note({i: g for i, (g, _) in where.items()}, first, groups)]
+    ahead = sorted({where[i][0] for i, ups in first.items() for u in ups
+                    if where[u][0] == where[i][0] and where[u][1] > where[i][1]})
+    if ahead:
+        notes.append("in group(s) " + ", ".join(map(str, ahead)) + " some dates read partitions of dates that "
+                     "come later in the chosen order: those run first, out of order")
+    return tuple(n for n in notes if n)

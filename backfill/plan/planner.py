@@ -16,7 +16,7 @@ from .batches import TableRun, assign_batches, table_runs
 from .dag import downstream_of, topological_order
 from .dates import MAX_INSTANCES, count_timestamps, expand_timestamps, split_groups
 from .graph import ds_text, project_graph, read_location
-from .lineage import WriteIndex, WrittenTimes, chain_note, oldest_write, partition_cycle, rewritten_after, upstream_ids
+from .lineage import WriteIndex, WrittenTimes, oldest_write, order_notes, partition_cycle, rewritten_after, upstream_ids
 
 __all__ = ["Action", "BackfillPlan", "LedgerView", "PlannedInstance", "ds_text", "expand_timestamps",
            "plan_backfill", "project_graph", "split_groups"]
@@ -95,6 +95,9 @@ class BackfillPlan:
         return tuple(i for i in self.instances if i.action != "done")
 
 
+ENDED_BADLY = ("failed", "killed", "blocked", "paused")  # recorded statuses of an instance apply runs again
+
+
 def _mode(skip: object, dry_run: object, table: str) -> Mode:
     """A table named in skip or dry_run wins over the other's `all` (validate refuses a table named in
     both, and both `all`)."""
@@ -147,7 +150,7 @@ def _action(inst_id: str, mode: Mode, fp: str, table_fp: str, needed: Iterable[s
         return stored.get(f, whole)
 
     needed = list(needed)
-    if record is not None and record[0] in ("failed", "killed", "blocked", "paused"):  # even over a partition
+    if record is not None and record[0] in ENDED_BADLY:  # even over a partition
         return "failed", f"last run {record[0]}"  # written before: what `instances` calls failed, apply runs
     if all(recorded(f) == table_fp for f in needed):
         return "done", ""
@@ -285,22 +288,5 @@ def plan_backfill(
         group_dates=tuple(tuple(d.isoformat() for d in chunk) for chunk in chunks),
         tables=tuple(order), downstream_added=tuple(added), instances=instances,
         retries=retries.count, retry_delay=retries.delay_seconds, runs=runs,
-        notes=_order_notes(drafts, upstream, len(chunks)),
+        notes=order_notes(drafts, upstream, len(chunks)),
     )
-
-
-def _order_notes(drafts: list[PlannedInstance], upstream: Mapping[str, list[str]], groups: int) -> tuple[str, ...]:
-    """In words: reads that make groups wait for one another, or dates run out of the chosen order."""
-    where = {i.id: (i.group, i.position) for i in drafts}
-    last: dict[int, int] = {}
-    for i in drafts:
-        last[i.group] = max(last.get(i.group, 0), i.position)
-    # waits across groups show at the ends of a group (reads reach back or forward from there)
-    first = {i.id: upstream[i.id] for i in drafts if i.position in (0, last[i.group])}
-    notes = [chain_note({i: g for i, (g, _) in where.items()}, first, groups)]
-    ahead = sorted({where[i][0] for i, ups in first.items() for u in ups
-                    if where[u][0] == where[i][0] and where[u][1] > where[i][1]})
-    if ahead:
-        notes.append("in group(s) " + ", ".join(map(str, ahead)) + " some dates read partitions of dates that "
-                     "come later in the chosen order: those run first, out of order")
-    return tuple(n for n in notes if n)

@@ -19,7 +19,7 @@ from ..spec.model import Project
 from ..sql.context import fmt_date
 from .dag import downstream_of
 from .lineage import WriteIndex
-from .planner import BackfillPlan, LedgerView
+from .planner import ENDED_BADLY, BackfillPlan, LedgerView
 
 __all__ = ["Missing", "check_readiness", "compact", "failed_absent"]
 
@@ -76,8 +76,10 @@ def compact(dss: Iterable[str], hourly: bool) -> tuple[str, ...]:
 
 
 def check_readiness(project: Project, plans: Sequence[BackfillPlan], view: LedgerView,
-                    graph: Mapping[str, Iterable[str]]) -> list[Missing]:
-    """The missing upstream partitions, per table; raises UserError for a never-built table."""
+                    graph: Mapping[str, Iterable[str]],
+                    failed: Mapping[tuple[str, str], str] | None = None) -> list[Missing]:
+    """The missing upstream partitions, per table; raises UserError for a never-built table. `failed`:
+    `failed_absent(view)`, when the caller has it already."""
     index = WriteIndex((i.id, i.table, i.ds) for p in plans for i in p.instances)
     present = {t: set(view.times.present(t)) for t in project.tables}
     for table, ds in view.partitions:
@@ -120,7 +122,7 @@ def check_readiness(project: Project, plans: Sequence[BackfillPlan], view: Ledge
         table = sorted(never)[0]
         plan, readers, dates = never[table]
         raise UserError(_never_built(project, plan, table, readers, dates, graph, plans))
-    failed = failed_absent(view)
+    failed = failed_absent(view) if failed is None else failed
     out: list[Missing] = []
     for t, per in sorted(missing.items()):
         bad = {ds: rs for ds, rs in per.items() if (t, ds) in failed}
@@ -172,7 +174,7 @@ def failed_absent(view: LedgerView) -> dict[tuple[str, str], str]:
     out: dict[tuple[str, str], str] = {}
     for iid in sorted(view.instances):
         status = view.instances[iid][0]
-        if status not in ("failed", "killed", "paused", "blocked"):
+        if status not in ENDED_BADLY:
             continue
         _, table, ds = iid.rsplit("/", 2)
         if (table, ds) not in view.written and (table, ds) not in view.partitions:

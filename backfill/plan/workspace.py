@@ -132,9 +132,9 @@ def build_plans(root: Path, only: list[str] | None = None, today: date | None = 
         if own and ledger is not None:
             ledger.close()
     plans = stale_across_backfills(validated.plans)
-    missing = check_readiness(validated.project, plans, view, validated.graph)
-    return PlanResult(replace(validated, plans=plans), plans, specs_fingerprint(root), state, tuple(missing),
-                      failed_absent(view))
+    failed = failed_absent(view)
+    missing = check_readiness(validated.project, plans, view, validated.graph, failed)
+    return PlanResult(replace(validated, plans=plans), plans, specs_fingerprint(root), state, tuple(missing), failed)
 
 
 def load_plan_file(path: Path) -> dict[str, Any]:

@@ -135,7 +135,6 @@ class Operations:
 
     def __init__(self, root: Path, ledger: Ledger, say: Callable[[str], None]):
         self.root, self.ledger, self.say = root, ledger, say
-        self.acted_by_apply = False  # the last kill or pause is left to the running apply (it polls the flags)
 
     def apply_running(self) -> bool:
         holder = self.ledger.lock_holder()
@@ -162,36 +161,37 @@ class Operations:
         }])
         return [row.id]
 
-    def kill(self, target: str) -> list[str]:
+    def kill(self, target: str) -> tuple[list[str], bool]:
+        """(the instances flagged, whether the running apply acts on some of them rather than this call)."""
         name, rows = resolve(self.ledger, target)
         active = [r for r in rows if r.status not in FINISHED]
         if not active:
             raise UserError(f"nothing to kill: no instance of '{target}' is pending, waiting or running")
         self.ledger.set_flags([r.id for r in active], kill_requested=True)
-        now = [r.id for r in active if r.id not in self._left_to_apply(name, active)]
-        self.ledger.set_flags(now, status="killed", error="killed by an operator", ended_at=time.time())
-        return [r.id for r in active]
+        left = self._left_to_apply(name, active)
+        self.ledger.set_flags([r.id for r in active if r.id not in left], status="killed",
+                              error="killed by an operator", ended_at=time.time())
+        return [r.id for r in active], bool(left)
 
-    def pause(self, target: str) -> list[str]:
+    def pause(self, target: str) -> tuple[list[str], bool]:
+        """(the instances flagged, whether the running apply acts on some of them rather than this call)."""
         name, rows = resolve(self.ledger, target)
         todo = [r for r in rows if r.status in ("pending", "waiting")]
         if not todo:
             raise UserError(f"nothing to pause: no instance of '{target}' is pending or waiting")
         self.ledger.set_flags([r.id for r in todo], held=True)
-        now = [r.id for r in todo if r.id not in self._left_to_apply(name, todo)]
-        self.ledger.set_flags(now, status="paused", error="paused by an operator; `backfill resume` runs it")
-        return [r.id for r in todo]
+        left = self._left_to_apply(name, todo)
+        self.ledger.set_flags([r.id for r in todo if r.id not in left], status="paused",
+                              error="paused by an operator; `backfill resume` runs it")
+        return [r.id for r in todo], bool(left)
 
     def _left_to_apply(self, name: str, rows: list[InstanceRow]) -> set[str]:
         """Of `rows`, those the running apply acts on (it polls the flags): none without a running apply
         or of a backfill whose runtime is ahead (no apply runs it before), never a `pending` one (no apply
         has started it; if the running one reaches it, the flag is read then). The rest change at once."""
         if not self.apply_running() or scheduled_for(self.ledger, name) is not None:
-            self.acted_by_apply = False
             return set()
-        left = {r.id for r in rows if r.status != "pending"}
-        self.acted_by_apply = bool(left)
-        return left
+        return {r.id for r in rows if r.status != "pending"}
 
     def resumes_paused(self, target: str) -> bool:
         """Whether resuming `target` runs something (a paused instance), not only clears held flags."""

@@ -8,13 +8,12 @@ for another date while each instance's recorded SQL says its own: refused where 
 
 from __future__ import annotations
 
-import re
-
 import jinja2
 import jinja2.meta
 from jinja2 import nodes
 
 from . import dataphin
+from .sandbox import line_col, name_column
 
 __all__ = ["PER_PARTITION_VARIABLES", "per_partition_in_range"]
 
@@ -32,9 +31,7 @@ def per_partition_in_range(env: jinja2.Environment, source: str, converted: node
     params = dataphin.find_params(source)
     if params:
         first = params[0]
-        line = source.count("\n", 0, first.start) + 1
-        col = first.start - (source.rfind("\n", 0, first.start) + 1) + 1
-        return _FIX.format(what=f"the scheduling parameter {first.text}"), line, col
+        return (_FIX.format(what=f"the scheduling parameter {first.text}"), *line_col(source, first.start))
     if not names:
         return None
     try:
@@ -46,14 +43,5 @@ def per_partition_in_range(env: jinja2.Environment, source: str, converted: node
         return _FIX.format(what=f"`{names[0]}`"), 1, 1
     node = min(found, key=lambda n: n.lineno)
     text = lines[node.lineno - 1] if 1 <= node.lineno <= len(lines) else ""
-    return _FIX.format(what=f"`{node.name}`"), node.lineno, _column(text, node.name)
+    return _FIX.format(what=f"`{node.name}`"), node.lineno, name_column(text, node.name) or 1
 
-
-def _column(text: str, name: str) -> int:
-    """Where `name` stands as a word inside a `{{ }}` or `{% %}` of the line (1 if not found)."""
-    word = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])")
-    for block in re.finditer(r"\{\{.*?\}\}|\{%.*?%\}", text):
-        m = word.search(block.group())
-        if m:
-            return block.start() + m.start() + 1
-    return 1

@@ -206,15 +206,26 @@ def column_of(source: str, line: int, exc: BaseException) -> int:
     text = lines[line - 1]
     m = re.search(r"'([A-Za-z_][A-Za-z0-9_]*)'", str(getattr(exc, "message", "") or ""))
     if m:
-        name = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(m.group(1)) + r"(?![A-Za-z0-9_])")
-        # the name inside a {{ }} or {% %} of the line, else anywhere on it
-        for span in [*re.finditer(r"\{\{.*?\}\}|\{%.*?%\}", text), None]:
-            hit = name.search(text, span.start(), span.end()) if span else name.search(text)
-            if hit:
-                return hit.start() + 1
+        col = name_column(text, m.group(1))
+        if col:
+            return col
     i = text.find("{{")
     return i + 1 if i >= 0 else 1
 
+
+def name_column(text: str, name: str) -> int | None:
+    """Where the word `name` stands on a template line: inside a {{ }} or {% %} first, else anywhere."""
+    word = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])")
+    for span in [*re.finditer(r"\{\{.*?\}\}|\{%.*?%\}", text), None]:
+        hit = word.search(text, span.start(), span.end()) if span else word.search(text)
+        if hit:
+            return hit.start() + 1
+    return None
+
+
+def line_col(text: str, offset: int) -> tuple[int, int]:
+    """The 1-based line and column of a character offset in `text`."""
+    return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))

@@ -16,6 +16,8 @@ import re
 
 from sqlglot import exp
 
+from .sandbox import line_col
+
 __all__ = ["cte_in_scope", "is_qualified", "odd_character"]
 
 # whitespace other than space, tab, newline and carriage return; zero-width and byte-order marks
@@ -44,7 +46,6 @@ def odd_character(sql: str) -> tuple[str, int, int, str] | None:
     m = _ODD.search(sql)
     if m is None:
         return None
-    line = sql.count("\n", 0, m.start()) + 1
-    col = m.start() - (sql.rfind("\n", 0, m.start()) + 1) + 1
+    line, col = line_col(sql, m.start())
     return (f"the SQL holds the character U+{ord(m.group()):04X}, which the engine may read otherwise than this "
             "check does; write a plain space (or, inside a text, CHR())", line, col, m.group())

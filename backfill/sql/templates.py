@@ -33,7 +33,17 @@ from .quoting import (
     text_in_quotes,
 )
 from .rangecheck import per_partition_in_range
-from .sandbox import ENV, LIMIT_PREFIX, QUOTED_PARAM, TemplateFailure, column_of, describe, sched_jinja, template_line
+from .sandbox import (
+    ENV,
+    LIMIT_PREFIX,
+    QUOTED_PARAM,
+    TemplateFailure,
+    column_of,
+    describe,
+    line_col,
+    sched_jinja,
+    template_line,
+)
 
 __all__ = [
     "CompiledTemplate",
@@ -148,10 +158,7 @@ class CompiledTemplate:
                 raise TemplateFailure(problem, node.lineno, text.find(node.name) + 1 if node.name in text else 1)
 
     def _failure_at(self, offset: int, message: str) -> TemplateFailure:
-        src = self.template.source
-        line = src.count("\n", 0, offset) + 1
-        col = offset - (src.rfind("\n", 0, offset) + 1) + 1
-        return TemplateFailure(message, line, col)
+        return TemplateFailure(message, *line_col(self.template.source, offset))
 
     def render(self, ctx: RenderContext) -> Rendered:
         """The instance's SQL: filled into a once-rendered text when the template is date-linear
